@@ -1,0 +1,28 @@
+"""Installs the alexnet_tf library, the export and serving packages, and the `alexnet-tf` console script."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="alexnet-tf",
+    version="0.1.0",
+    description="The 2012 two-tower AlexNet on TensorFlow 2 / Keras 3: train, export for TF Serving, serve.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["alexnet_tf", "alexnet_tf.*", "export", "export.*", "serving", "serving.*"]),
+    package_data={"serving": ["*.config"]},
+    install_requires=[
+        # The full tensorflow package: tensorflow-serving-api depends on it, never also tensorflow-cpu.
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "tensorflow-datasets>=4.9",
+        "tensorflow-serving-api>=2.21,<2.22",
+        "numpy>=1.26",
+        # YAML config files (`alexnet-tf train --config run.yaml`).
+        "pyyaml>=6",
+        # The paper's figures (`alexnet-tf figures`), drawn headless with the Agg backend.
+        "matplotlib>=3.8",
+    ],
+    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    entry_points={"console_scripts": ["alexnet-tf=alexnet_tf.cli:main"]},
+)
