@@ -76,3 +76,50 @@ class LocalResponseNormalization(keras.layers.Layer):
             {"depth_radius": self.depth_radius, "bias": self.bias, "alpha": self.alpha, "beta": self.beta}
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class OverlappingMaxPooling2D(keras.layers.MaxPooling2D):
+    """The paper's overlapping max pooling (section 3.4: z=3 windows at stride s=2), "valid" padding.
+
+    Numerically a `keras.layers.MaxPooling2D(3, 2)`. When `unrolled` is set (AlexNet sets it when compiled with
+    `jit_compile=True`), training calls compute the pool as the running maximum of the z*z strided slices of
+    the input: XLA fuses that into one pass and differentiates it with selects, about 5x faster on a CPU
+    than its select-and-scatter for `MaxPoolGrad`. Ties go to the first slice in row-major order, as
+    `MaxPoolGrad` gives them to the first maximum of the window. Without XLA the native op is faster, so
+    `unrolled` is off by default and inference always uses the native op.
+
+    Args:
+        pool_size: window side z.
+        strides: step s.
+
+    Call arguments:
+        inputs: a 4-D NHWC tensor.
+        training: with `unrolled`, selects the sliced form.
+    """
+
+    def __init__(self, pool_size: int = 3, strides: int = 2, **kwargs):
+        kwargs.pop("padding", None)
+        kwargs.pop("data_format", None)
+        super().__init__(pool_size=pool_size, strides=strides, padding="valid", data_format="channels_last", **kwargs)
+        self.unrolled = False
+
+    def call(self, inputs, training=None):
+        if not (self.unrolled and training):
+            return super().call(inputs)
+        (size, _), (stride, _) = self.pool_size, self.strides
+        rows, cols = (inputs.shape[axis] for axis in (1, 2))
+        out_rows, out_cols = (rows - size) // stride + 1, (cols - size) // stride + 1
+        row_span, col_span = stride * (out_rows - 1) + 1, stride * (out_cols - 1) + 1
+        pooled = None
+        for i in range(size):
+            for j in range(size):
+                window = inputs[:, i : i + row_span : stride, j : j + col_span : stride]
+                pooled = window if pooled is None else tf.maximum(pooled, window)
+        return pooled
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("padding", "data_format"):
+            config.pop(key, None)
+        return config

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import placement
-from alexnet_tf.layers import LocalResponseNormalization
+from alexnet_tf.layers import LocalResponseNormalization, OverlappingMaxPooling2D
 from alexnet_tf.metrics import TopKError
 from alexnet_tf.optimizer import PaperSGD
 
@@ -140,7 +140,7 @@ class AlexNet(keras.Model):
 
         def lrn_pool(x, paper_name, tower):
             x = LocalResponseNormalization(**LRN_VARIANTS[lrn], name=f"{paper_name}_{tower}_lrn", dtype=dtype)(x)
-            return keras.layers.MaxPooling2D(3, 2, name=f"{paper_name}_{tower}_pool", dtype=dtype)(x)
+            return OverlappingMaxPooling2D(3, 2, name=f"{paper_name}_{tower}_pool", dtype=dtype)(x)
 
         def concat(paper_name, tensors):
             return keras.layers.Concatenate(name=f"{paper_name}_input", dtype=dtype)(tensors)
@@ -161,7 +161,7 @@ class AlexNet(keras.Model):
                 x = conv("conv3", t, 192, 3, padding="same")(both)
                 x = conv("conv4", t, 192, 3, padding="same")(x)
                 x = conv("conv5", t, 128, 3, padding="same")(x)
-                x = keras.layers.MaxPooling2D(3, 2, name=f"conv5_{t}_pool", dtype=dtype)(x)
+                x = OverlappingMaxPooling2D(3, 2, name=f"conv5_{t}_pool", dtype=dtype)(x)
                 return keras.layers.Flatten(name=f"conv5_{t}_flatten", dtype=dtype)(x)  # 6*6*128
 
         def fully_connected(paper_name, t, both):
@@ -249,13 +249,19 @@ class AlexNet(keras.Model):
             yield
 
     def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
-        """Compile with the paper's defaults: PaperSGD, softmax cross-entropy on logits, top-1/top-5 error."""
+        """Compile with the paper's defaults: PaperSGD, softmax cross-entropy on logits, top-1/top-5 error.
+
+        With `jit_compile=True` the pooling layers switch to their XLA-friendly unrolled form for training.
+        """
         super().compile(
             optimizer=optimizer if optimizer is not None else PaperSGD(),
             loss=loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=metrics if metrics is not None else [TopKError(1), TopKError(5)],
             **kwargs,
         )
+        for layer in self.layers:
+            if isinstance(layer, OverlappingMaxPooling2D):
+                layer.unrolled = self.jit_compile is True
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

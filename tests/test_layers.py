@@ -54,3 +54,46 @@ def test_computes_in_float32_under_float16():
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
         LocalResponseNormalization(**kwargs)
+
+
+def numpy_max_pool(x: np.ndarray, size: int = 3, stride: int = 2):
+    """Valid max pooling and its gradient for dy = 1, routed to the first maximum of each window (row-major)."""
+    n, h, w, c = x.shape
+    oh, ow = (h - size) // stride + 1, (w - size) // stride + 1
+    out = np.empty((n, oh, ow, c), x.dtype)
+    grad = np.zeros_like(x)
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                for ch in range(c):
+                    window = x[b, i * stride : i * stride + size, j * stride : j * stride + size, ch]
+                    k = int(np.argmax(window))  # first maximum in row-major order
+                    out[b, i, j, ch] = window.flat[k]
+                    grad[b, i * stride + k // size, j * stride + k % size, ch] += 1.0
+    return out, grad
+
+
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_overlapping_pooling_matches_numpy_including_ties(unrolled):
+    import tensorflow as tf
+
+    from alexnet_tf.layers import OverlappingMaxPooling2D
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(2, 9, 11, 3)).astype("float32")  # small integers: many ties, as after ReLU
+    expected, expected_grad = numpy_max_pool(x)
+    layer = OverlappingMaxPooling2D()
+    layer.unrolled = unrolled
+    x_tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tensor)
+        y = layer(x_tensor, training=True)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(tape.gradient(y, x_tensor), expected_grad)
+
+
+def test_overlapping_pooling_is_a_keras_layer():
+    from alexnet_tf.layers import OverlappingMaxPooling2D
+
+    x = np.random.default_rng(0).normal(size=(2, 7, 7, 2)).astype("float32")
+    check_layer(OverlappingMaxPooling2D, {}, x, numpy_max_pool(x)[0])
