@@ -23,6 +23,6 @@ setup(
         # The paper's figures (`alexnet-tf figures`), drawn headless with the Agg backend.
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={"test": ["pytest>=8", "ruff>=0.6", "pillow>=10"]},  # pillow: awkward test images (CMYK...)
     entry_points={"console_scripts": ["alexnet-tf=alexnet_tf.cli:main"]},
 )

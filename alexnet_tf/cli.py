@@ -56,6 +56,58 @@ def _run_summary(args) -> None:
     print(summarize(model))
 
 
+# === prepare ===
+def _add_data_source_options(parser) -> None:
+    parser.add_argument("--manual-dir", help="tfds: folder with manually downloaded files (imagenet2012: the tars)")
+    parser.add_argument("--data-dir", help="tfds: where tensorflow-datasets keeps prepared data")
+    parser.add_argument("--label-offset", type=int, help="records: subtract from stored labels (1 for "
+                        "tensorflow/models' 1-based ImageNet shards; default: the manifest's, else 0)")
+    parser.add_argument("--num-classes", type=int, help="records without a manifest: the number of classes")
+
+
+def _source_kwargs(args) -> dict:
+    return {"manual_dir": args.manual_dir, "data_dir": args.data_dir, "label_offset": args.label_offset,
+            "num_classes": args.num_classes}
+
+
+def _add_prepare(commands) -> None:
+    parser = commands.add_parser(
+        "prepare",
+        help="the paper's offline step: images -> 256x256 JPEG TFRecord shards + mean image and PCA statistics",
+        description="Rescale every image's shorter side to 256, take the central 256x256, re-encode it as JPEG and "
+        "write sharded TFRecords (tensorflow/models ImageNet layout) to OUT_DIR, with manifest.json (classes, "
+        "counts, skipped files and why) and stats.npz (mean image, RGB covariance eigen-decomposition). Runs in "
+        "parallel; atomic and resumable: re-run the same command after an interruption.",
+    )
+    parser.add_argument("source", help="demo | folder:DIR | records:DIR | tfds:NAME[:SPLIT]")
+    parser.add_argument("out_dir", help="where the shards go")
+    parser.add_argument("--splits", nargs="+", default=["train", "validation"], help="splits to prepare")
+    parser.add_argument("--train-shards", type=int, help="number of training shards (default: 1 per 1250 images)")
+    parser.add_argument("--validation-shards", type=int, help="number of validation shards")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the written images (default: 95)")
+    parser.add_argument("--min-side", type=int, default=16, help="skip images whose shorter side is smaller")
+    parser.add_argument("--max-pixels", type=int, default=50_000_000, help="skip images larger than this")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel shard writers")
+    _add_data_source_options(parser)
+    parser.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args) -> None:
+    from alexnet_tf.data.prepare import PrepareOptions, prepare
+    from alexnet_tf.data.sources import DatasetError
+
+    if not 1 <= args.quality <= 100:
+        raise UserError(f"--quality must be in 1..100, got {args.quality}")
+    shards = {"train": args.train_shards, "validation": args.validation_shards}
+    options = PrepareOptions(quality=args.quality, min_side=args.min_side, max_pixels=args.max_pixels,
+                             workers=max(1, args.workers))
+    try:
+        prepare(args.source, args.out_dir, splits=tuple(args.splits), shards=shards, options=options,
+                **_source_kwargs(args))
+    except DatasetError as error:
+        raise UserError(str(error)) from None
+
+
 # === entry point ===
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -65,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_summary(commands)
+    _add_prepare(commands)
     return parser
 
 
