@@ -55,7 +55,9 @@ def _initializers(layer: str, init: str) -> dict:
         kernel = keras.initializers.RandomNormal(stddev=0.01)
         bias = 1.0 if layer in _BIAS_ONE else 0.0
     elif init == "he":
-        kernel = keras.initializers.HeNormal()
+        # He-normal for the ReLU layers; the linear classifier starts small so the first softmax is near uniform
+        # (a He-scaled fc8 starts with logits of std ~1.5 and large, disruptive first gradients).
+        kernel = keras.initializers.RandomNormal(stddev=0.01) if layer == "fc8" else keras.initializers.HeNormal()
         bias = 0.0
     elif init == "caffe":
         kernel = keras.initializers.RandomNormal(stddev=0.005 if layer in ("fc6", "fc7") else 0.01)
@@ -81,7 +83,8 @@ class AlexNet(keras.Model):
             called, including inside a traced `tf.function` (see `alexnet_tf.placement`).
         dropout: dropout rate after fc6 and fc7 (paper: 0.5).
         init: "paper" (weights N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7), "he" (He-normal
-            weights, zero biases) or "caffe" (bvlc_alexnet: biases 0.1, fc6/fc7 std 0.005). The paper's init is
+            weights, fc8 N(0, 0.01), zero biases) or "caffe" (bvlc_alexnet: biases 0.1, fc6/fc7 std 0.005).
+            The paper's init is
             known to stall from scratch in reimplementations (Caffe moved to 0.1 biases, tensorpack to He init);
             it stays the default for faithfulness.
         lrn: one of `LRN_VARIANTS`: "paper" (default), "cuda-convnet" or "caffe".
@@ -263,6 +266,28 @@ class AlexNet(keras.Model):
             if isinstance(layer, OverlappingMaxPooling2D):
                 layer.unrolled = self.jit_compile is True
 
+    def compile_from_config(self, config):
+        """Recompile a loaded model as it was saved (optimizer, its slots, loss, metrics, jit_compile)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # so the saved optimizer variables have a home
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras 3.15 builds metrics from a batch by `strategy.reduce`-ing the whole (x, y) nest, which
+        MultiWorkerMirroredStrategy rejects; only shapes matter, so build from one replica's local batch."""
+        if self._distribute_strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            break
+        local = tf.nest.map_structure(
+            lambda v: self.distribute_strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v,
+            batch,
+        )
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=local)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         # Forward pass with dropout; Keras' loss divides by the number of replicas under a strategy.
@@ -292,7 +317,12 @@ class AlexNet(keras.Model):
                 metric.update_state(loss * replicas, sample_weight=tf.shape(logits)[0])
             else:
                 metric.update_state(y, logits, sample_weight=sample_weight)
-        return self.get_metrics_result()
+        results = self.get_metrics_result()
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 averages multi-worker results with `strategy.reduce("MEAN", v, axis=0)`, which needs an
+            # axis: give it one, and every worker logs (and schedules on) the same global mean.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def get_config(self):
         return {

@@ -97,6 +97,7 @@ def test_he_init_statistics():
         fan_in = np.prod(kernel.shape[:-1])
         np.testing.assert_allclose(kernel.std(), np.sqrt(2.0 / fan_in), rtol=0.05)
         assert np.all(bias == 0.0)
+    assert abs(np.asarray(model.get_layer("fc8").kernel).std() - 0.01) < 0.0005
 
 
 def test_save_and_load_keras_file_gives_identical_outputs(tmp_path):

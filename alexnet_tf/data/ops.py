@@ -152,14 +152,14 @@ def resize_shorter(size: int = PAPER_SIZE) -> ImageOp:
 
 
 def central_crop(size: int) -> ImageOp:
-    """The central `size` x `size` window (the image must be at least that large)."""
+    """The central `size` x `size` window of an image [H, W, C] or a batch [B, H, W, C] (at least that large)."""
 
     def apply(image):
         image = tf.convert_to_tensor(image)
         shape = tf.shape(image)
-        top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
-        crop = image[top : top + size, left : left + size]
-        crop.set_shape([size, size, image.shape[-1]])
+        top, left = (shape[-3] - size) // 2, (shape[-2] - size) // 2
+        crop = image[..., top : top + size, left : left + size, :]
+        crop.set_shape(image.shape[:-3].concatenate([size, size, image.shape[-1]]))
         return crop
 
     return apply
@@ -243,17 +243,18 @@ def pca_lighting(
 
 
 def ten_crops(size: int = CROP_SIZE) -> ImageOp:
-    """[10, size, size, C]: the four corner crops and the centre crop, then the same five mirrored (paper, 4.1)."""
+    """The four corner crops and the centre crop, then the same five mirrored (paper, section 4.1):
+    [10, size, size, C] for one image [H, W, C], [B, 10, size, size, C] for a batch."""
 
     def apply(image):
         image = tf.convert_to_tensor(image)
         shape = tf.shape(image)
-        height, width = shape[0], shape[1]
+        height, width = shape[-3], shape[-2]
         corners = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size),
                    ((height - size) // 2, (width - size) // 2)]
-        crops = tf.stack([image[top : top + size, left : left + size] for top, left in corners])
-        crops = tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
-        crops.set_shape([10, size, size, image.shape[-1]])
+        crops = tf.stack([image[..., top : top + size, left : left + size, :] for top, left in corners], axis=-4)
+        crops = tf.concat([crops, tf.reverse(crops, axis=[-2])], axis=-4)
+        crops.set_shape(image.shape[:-3].concatenate([10, size, size, image.shape[-1]]))
         return crops
 
     return apply
@@ -266,7 +267,7 @@ def error_reason(error: Exception) -> str:
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
     asserted = re.search(r"assertion failed: \[([^\]]*)\]", text)
     if asserted:
-        return asserted.group(1)
+        return asserted.group(1).strip().rstrip(".")
     noise = ("Graph execution error", "Detected at node", "Stack trace", "File ", "[[", "Traceback")
     for line in text.splitlines():
         if line.strip() and not line[0].isspace() and not line.startswith(noise):

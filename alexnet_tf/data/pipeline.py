@@ -47,18 +47,24 @@ class Augmentation:
 
 
 def _records(source: RecordsSource, *, shuffle: bool, seed: int | None, input_context) -> tf.data.Dataset:
+    """The shards' serialized records, interleaved; under multi-worker training each worker reads its own share
+    (whole shards when there are enough of them, otherwise every N-th record, like tf.data's AUTO policy)."""
+    workers = input_context.num_input_pipelines if input_context is not None else 1
+    by_file = workers > 1 and len(source.files) >= workers
     files = tf.data.Dataset.from_tensor_slices([str(f) for f in source.files])
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        # Each worker reads its own subset of shards (multi-worker training).
-        files = files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shuffle:
+    if by_file:
+        files = files.shard(workers, input_context.input_pipeline_id)
+    if shuffle and (workers == 1 or by_file):  # record sharding needs the same file order on every worker
         files = files.shuffle(len(source.files), seed=seed, reshuffle_each_iteration=True)
-    return files.interleave(
+    records = files.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(len(source.files), 16),
         num_parallel_calls=AUTOTUNE,
         deterministic=True if seed is not None else None,
     )
+    if workers > 1 and not by_file:
+        records = records.shard(workers, input_context.input_pipeline_id)
+    return records
 
 
 def _decode_square(source: RecordsSource):
@@ -79,6 +85,7 @@ def train_dataset(
     deterministic: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     counter: SkipCounter | None = None,
+    limit: int | None = None,
 ) -> tf.data.Dataset:
     """(images float32 [B, 224, 224, 3] mean-subtracted, labels int32 [B]) for one epoch, with the paper's
     augmentation: a random 224 crop, a random mirror, and PCA lighting with the data set's eigen-decomposition.
@@ -115,7 +122,9 @@ def train_dataset(
             image = lighting(image, seeds[2])
         return tf.ensure_shape(image, [size, size, 3]), parsed["label"]
 
-    dataset = _records(source, shuffle=True, seed=seed, input_context=input_context)
+    dataset = _records(source, shuffle=limit is None, seed=seed, input_context=input_context)
+    if limit is not None:  # the same first `limit` records every epoch
+        dataset = dataset.take(limit)
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(seed, rerandomize_each_iteration=True))
     dataset = dataset.map(example, num_parallel_calls=AUTOTUNE, deterministic=deterministic or None)

@@ -100,10 +100,14 @@ class RecordsSource(Source):
             yield Example(example["image"].numpy(), int(example["label"]), example["filename"].numpy().decode())
 
     def __len__(self) -> int:
-        counts = self.manifest.get("counts", {})
-        if self.split in counts:
-            return int(counts[self.split])
-        raise TypeError("the number of examples is unknown without a manifest")
+        """From the manifest; without one (shards from other tools), by counting the records once."""
+        counts = self.manifest.setdefault("counts", {})
+        if self.split not in counts:
+            import tensorflow as tf
+
+            files = [str(f) for f in self.files]
+            counts[self.split] = int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1))
+        return int(counts[self.split])
 
 
 @dataclasses.dataclass

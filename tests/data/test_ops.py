@@ -56,6 +56,14 @@ def test_ten_crops_are_corners_centre_and_their_mirrors(image):
     np.testing.assert_array_equal(crops, np.stack(expected))
 
 
+def test_crops_work_on_batches_too(image):
+    batch = np.stack([image, image[::-1]])
+    np.testing.assert_array_equal(run_both(ops.central_crop(224), batch), batch[:, 16:240, 16:240])
+    crops = run_both(ops.ten_crops(224), batch)
+    assert crops.shape == (2, 10, 224, 224, 3)
+    np.testing.assert_array_equal(crops[1], run_both(ops.ten_crops(224), image[::-1]))
+
+
 def test_subtract_mean_image_and_triple(image):
     mean = np.random.default_rng(1).uniform(0, 255, (256, 256, 3)).astype(np.float32)
     np.testing.assert_allclose(run_both(ops.subtract_mean(mean), image), image.astype(np.float32) - mean)

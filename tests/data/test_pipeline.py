@@ -136,6 +136,19 @@ def test_per_host_sharding_splits_the_files(shards):
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
+def test_more_workers_than_shards_split_the_records(shards):
+    source = open_dataset(f"records:{shards}", "validation")  # 2 shards, 3 workers: every third record each
+    stats, _ = pipeline.load_stats(source)
+    seen = []
+    for worker in range(3):
+        context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=worker, num_replicas_in_sync=3)
+        dataset = pipeline.train_dataset(source, stats, 3, seed=0, deterministic=True, input_context=context,
+                                         augmentation=Augmentation(flip=False, pca_std=0.0))
+        seen.append([float(x.numpy().sum()) for batch, _ in dataset for x in batch])
+    assert all(seen) and sum(len(s) for s in seen) == len(source)
+    assert not set(seen[0]) & set(seen[1]) and not set(seen[1]) & set(seen[2])
+
+
 def test_missing_statistics_fall_back_to_imagenet(shards, tmp_path):
     import shutil
 
