@@ -18,6 +18,10 @@ setup(
         "tensorflow-datasets>=4.9",
         "tensorflow-serving-api>=2.21,<2.22",
         "numpy>=1.26",
+        # TensorBoard logs of training runs (tensorflow no longer pulls it in).
+        "tensorboard>=2.15",
+        # The gRPC health service of `alexnet-tf serve` (the standard grpc.health.v1 implementation).
+        "grpcio-health-checking>=1.60",
         # YAML config files (`alexnet-tf train --config run.yaml`).
         "pyyaml>=6",
         # The paper's figures (`alexnet-tf figures`), drawn headless with the Agg backend.

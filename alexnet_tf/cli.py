@@ -108,6 +108,416 @@ def _run_prepare(args) -> None:
         raise UserError(str(error)) from None
 
 
+# === train ===
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train AlexNet (no arguments: the demo preset on the built-in demo data, under 10 minutes on a CPU)",
+        description="Train the two-tower AlexNet with the paper's update rule and schedule. Settings come from a "
+        "preset, then a --config file (JSON or YAML, any subset of the model/data/train sections), then the flags "
+        "below and --set SECTION.KEY=VALUE. Running the same command again resumes from the last backup.",
+    )
+    parser.add_argument("--preset", choices=("paper", "demo", "smoke"),
+                        help="starting point (default: demo for --data demo, paper otherwise)")
+    parser.add_argument("--config", help="JSON or YAML file with model/data/train settings")
+    parser.add_argument("--data", help="demo | folder:DIR | records:DIR | tfds:NAME[:SPLIT] (default: demo)")
+    parser.add_argument("--run-dir", help="where the run goes (default: runs/<preset>)")
+    parser.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--schedule", choices=("plateau", "step", "constant"))
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--init", choices=("paper", "he", "caffe"))
+    parser.add_argument("--parallel", choices=("none", "towers", "data"),
+                        help="towers: one tower per GPU (the paper's model parallelism); data: MirroredStrategy")
+    parser.add_argument("--strategy", choices=("default", "multi_worker"),
+                        help="multi_worker: MultiWorkerMirroredStrategy, cluster from TF_CONFIG")
+    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument("--seed", type=int, help="data order, augmentation and initialisation")
+    parser.add_argument("--no-xla", action="store_true", help="run the training step without XLA")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="any other setting, e.g. --set train.warmup_epochs=1 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    _add_data_source_options(parser)
+    parser.set_defaults(run=_run_train)
+
+
+def resolve_config(args):
+    """Preset, then config file, then flags: the resolved Config (raises UserError on a bad setting)."""
+    from alexnet_tf import config as config_module
+
+    try:
+        file_values = config_module.load(args.config) if args.config else {}
+        data = args.data or file_values.get("data", {}).get("dataset") or "demo"
+        name = args.preset or file_values.get("preset") or ("demo" if data == "demo" else "paper")
+        flags = {
+            "data.dataset": data, "data.manual_dir": args.manual_dir, "data.data_dir": args.data_dir,
+            "data.label_offset": args.label_offset, "data.num_classes": args.num_classes,
+            "train.epochs": args.epochs, "train.batch_size": args.batch_size,
+            "train.learning_rate": args.learning_rate, "train.schedule": args.schedule,
+            "train.precision": args.precision, "model.init": args.init, "train.parallel": args.parallel,
+            "train.strategy": args.strategy, "train.steps_per_epoch": args.steps_per_epoch,
+        }
+        if args.seed is not None:
+            flags.update({"data.seed": args.seed, "train.seed": args.seed})
+        if args.no_xla:
+            flags["train.jit_compile"] = False
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set wants SECTION.KEY=VALUE, got {item!r}")
+            flags[key.strip()] = value.strip()
+        values = {k: v for k, v in flags.items() if v is not None}
+        return config_module.preset(name).override(file_values).override(values)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from None
+
+
+def _run_train(args) -> None:
+    config = resolve_config(args)
+    if args.print_config:
+        print(config.to_json(), end="")
+        return
+    from alexnet_tf.data.sources import DatasetError
+    from alexnet_tf.train import TrainingError, format_summary, train
+
+    run_dir = args.run_dir or os.path.join("runs", config.preset)
+    try:
+        result = train(config, run_dir, fresh=args.fresh)
+    except (DatasetError, TrainingError) as error:
+        raise UserError(str(error)) from None
+    print(format_summary(result))
+
+
+# === evaluate ===
+def _add_evaluate(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="top-1 / top-5 error of a trained run, centre crop and the paper's 10 crops",
+        description="Evaluate a run's model on a split with a single centre crop and with the paper's 10 crops "
+        "(4 corners + centre and their mirrors, softmax averaged). Prints a table in the style of the paper's "
+        "Table 2 and writes JSON (default: RUN_DIR/evaluation.json).",
+    )
+    parser.add_argument("run_dir", help="a directory written by `alexnet-tf train`")
+    parser.add_argument("--data", help="data set URI (default: the run's)")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--model", default="best", choices=("best", "final"), help="which saved model")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--crops", default="both", choices=("center", "ten", "both"))
+    parser.add_argument("--out", help="JSON file to write (default: RUN_DIR/evaluation.json)")
+    _add_data_source_options(parser)
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _load_run(run_dir: str, which: str = "best"):
+    """(config, model, stats) of a training run directory, with clear errors for what is missing."""
+    import pathlib
+
+    from alexnet_tf import config as config_module
+    from alexnet_tf.data.stats import Stats
+    from alexnet_tf.model import load_model
+
+    run = pathlib.Path(run_dir)
+    missing = [name for name in ("config.json", f"{which}.keras", "stats.npz") if not (run / name).is_file()]
+    if missing:
+        raise UserError(f"{run} is not a finished training run: missing {', '.join(missing)}")
+    config = config_module.Config.from_dict(config_module.load(run / "config.json"))
+    return config, load_model(run / f"{which}.keras"), Stats.load(run / "stats.npz")
+
+
+def _open_run_split(args):
+    """(config, model, stats, source) for evaluate and embed: a run and one split of its data (or of --data)."""
+    from alexnet_tf.data.sources import DatasetError, open_dataset
+    from alexnet_tf.train import prepared_uri
+
+    config, model, stats = _load_run(args.run_dir, args.model)
+    if args.data:
+        config = config.override({"data.dataset": args.data})
+    try:
+        source = open_dataset(prepared_uri(config), args.split, **_source_kwargs(args))
+    except DatasetError as error:
+        raise UserError(str(error)) from None
+    return config, model, stats, source
+
+
+def _run_evaluate(args) -> None:
+    import pathlib
+
+    from alexnet_tf import evaluate
+
+    _, model, stats, source = _open_run_split(args)
+    if source.num_classes != model.num_classes:
+        raise UserError(f"class count mismatch: {source.uri} has {source.num_classes} classes, the model "
+                        f"{model.num_classes}")
+    rows = {}
+    for name, ten in (("AlexNet, centre crop", False), ("AlexNet, 10 crops", True)):
+        if args.crops == "both" or (args.crops == "ten") == ten:
+            print(f"{name}:")
+            rows[name] = evaluate.evaluate(model, source, stats, ten_crop=ten, batch_size=args.batch_size)
+    print(evaluate.format_table(rows, args.split))
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.run_dir) / "evaluation.json"
+    evaluate.write_json(rows, out, run_dir=str(args.run_dir), model=args.model, data=source.uri, split=args.split)
+    print(f"wrote {out}")
+
+
+# === export ===
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="write a TF Serving SavedModel (10-crop averaging in-graph) from a training run",
+        description="Export a run's model as BASE_DIR/NAME/VERSION/, a SavedModel with the signatures "
+        "serving_default (image bytes, 10 crops averaged), center_crop (image bytes, one crop) and from_pixels "
+        "(uint8 256x256 images). The version is written under a temporary name, loaded back through TF Serving's "
+        "own TF1 Session path and run on every signature, then renamed into place.",
+    )
+    parser.add_argument("run_dir", help="a directory written by `alexnet-tf train`")
+    parser.add_argument("--base-dir", default="export", help="model base directory (default: export)")
+    parser.add_argument("--name", default="alexnet", help="model name (default: alexnet)")
+    parser.add_argument("--version", type=int, help="version number (default: the highest existing + 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument("--model", default="best", choices=("best", "final"), help="which saved model")
+    parser.add_argument("--max-pixels", type=int, default=50_000_000,
+                        help="refuse images larger than this (read from the header, before decoding)")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> None:
+    import pathlib
+
+    import export
+
+    _, model, stats = _load_run(args.run_dir, args.model)
+    labels = (pathlib.Path(args.run_dir) / "labels.txt").read_text().splitlines()
+    try:
+        result = export.export(model, args.base_dir, name=args.name, version=args.version,
+                               mean_image=stats.mean_image, labels=labels, max_pixels=args.max_pixels,
+                               overwrite=args.overwrite)
+    except (export.ExportError, ValueError) as error:
+        raise UserError(str(error)) from None
+    print(f"exported version {result.version} to {result.path} (verified through TF Serving's Session path)")
+    for name, signature in result.signatures.items():
+        inputs = ", ".join(f"{k}: {v}" for k, v in signature["inputs"].items())
+        outputs = ", ".join(f"{k}: {v}" for k, v in signature["outputs"].items())
+        print(f"  {name}({inputs}) -> {outputs}")
+    base = pathlib.Path(args.base_dir).resolve()
+    print("next:")
+    print(f"  alexnet-tf serve --model-base-path {base / args.name} --model-name {args.name}")
+    print(f"  docker build --build-arg EXPORT_DIR={pathlib.Path(args.base_dir) / args.name} -t alexnet-serving . "
+          "&& docker run -p 8500:8500 -p 8501:8501 alexnet-serving")
+    print(f"  alexnet-tf predict IMAGE.jpg --server localhost:8500 --model-name {args.name}")
+
+
+# === serve ===
+def _add_serve(commands) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="serve an export directory with TF Serving's gRPC and REST API (no Docker needed)",
+        description="Serve MODEL_BASE_PATH/<version>/ (the newest version; newer ones are picked up while running) "
+        "with TF Serving's gRPC services (PredictionService, ModelService, health) and REST API. Binds to "
+        "127.0.0.1 unless --host says otherwise; stops cleanly on SIGTERM or Ctrl-C.",
+    )
+    parser.add_argument("--model-base-path", default="export/alexnet", help="directory of integer versions")
+    parser.add_argument("--model-name", default="alexnet")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
+    parser.add_argument("--rest-port", type=int, default=8501, help="REST port (-1: no REST)")
+    parser.add_argument("--max-concurrent", type=int, default=2, help="model runs at once")
+    parser.add_argument("--max-queue", type=int, default=64, help="waiting requests before UNAVAILABLE")
+    parser.add_argument("--max-request-mb", type=float, default=64.0, help="largest request accepted")
+    parser.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
+                        help="DEBUG logs one line per request")
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args) -> None:
+    import logging
+
+    from serving.server import LocalServer, ServerOptions
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TF1-loader deprecation notes are not for users
+    options = ServerOptions(host=args.host, port=args.port, rest_port=None if args.rest_port < 0 else args.rest_port,
+                            max_concurrent=args.max_concurrent, max_queue=args.max_queue,
+                            max_request_bytes=int(args.max_request_mb * 1024 * 1024), poll_seconds=args.poll_seconds)
+    try:
+        server = LocalServer(args.model_base_path, args.model_name, options)
+    except (OSError, RuntimeError) as error:
+        raise UserError(f"cannot start the server: {error}") from None
+    server.start()
+    print(f"serving {args.model_name} from {args.model_base_path}: gRPC {args.host}:{server.port}"
+          + (f", REST http://{args.host}:{server.rest_port}" if server.rest_port else ""), flush=True)
+    server.wait()
+
+
+# === predict ===
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="ask a running TF Serving (or `alexnet-tf serve`) for the top-5 labels of images",
+        description="Send images (files, directories of images, or - for one image on stdin) to a served model and "
+        "print the top-5 labels and probabilities of each.",
+    )
+    parser.add_argument("images", nargs="+", help="image files, directories, or - (stdin)")
+    parser.add_argument("--server", default="localhost:8500", help="gRPC host:port (default: localhost:8500)")
+    parser.add_argument("--rest", metavar="URL", help="use the REST API at URL (e.g. http://localhost:8501)")
+    parser.add_argument("--model-name", default="alexnet")
+    parser.add_argument("--signature", default="serving_default", choices=("serving_default", "center_crop"))
+    parser.add_argument("--batch-size", type=int, default=16, help="images per request")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.set_defaults(run=_run_predict)
+
+
+def _image_inputs(paths: list[str]):
+    """(name, bytes) for each file, each image in a directory (sorted), or stdin for '-'."""
+    import pathlib
+
+    suffixes = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".jpe"}
+    for item in paths:
+        if item == "-":
+            yield "-", sys.stdin.buffer.read()
+            continue
+        path = pathlib.Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+            if not files:
+                raise UserError(f"{path}: no image files in this directory")
+            for file in files:
+                yield str(file), file.read_bytes()
+        elif path.is_file():
+            yield str(path), path.read_bytes()
+        else:
+            raise UserError(f"{path}: no such file or directory")
+
+
+def _run_predict(args) -> None:
+    import json
+
+    from serving.client import PredictClient, RestClient, ServingError
+
+    if args.rest:
+        client = RestClient(args.rest, args.model_name, signature=args.signature, timeout=args.timeout)
+    else:
+        client = PredictClient(args.server, args.model_name, signature=args.signature, timeout=args.timeout)
+    batch: list[tuple[str, bytes]] = []
+
+    def flush():
+        try:
+            predictions = client.predict([data for _, data in batch])
+        except ServingError as error:
+            raise UserError(str(error)) from None
+        for (name, _), prediction in zip(batch, predictions):
+            if args.json:
+                print(json.dumps({"image": name, "labels": prediction.labels, "classes": prediction.classes,
+                                  "scores": [round(s, 6) for s in prediction.scores]}))
+            else:
+                print(name)
+                for label, score in zip(prediction.labels, prediction.scores):
+                    print(f"  {score:7.2%}  {label}")
+        batch.clear()
+
+    for item in _image_inputs(args.images):
+        batch.append(item)
+        if len(batch) >= args.batch_size:
+            flush()
+    if batch:
+        flush()
+
+
+# === figures and embed ===
+def _add_figures(commands) -> None:
+    parser = commands.add_parser(
+        "figures",
+        help="the paper's pictures for a run: conv1 kernels by tower, top-5 panel, nearest neighbours, curves",
+        description="Draw, as PNG files: Figure 3 (the 96 conv1 kernels, tower A above tower B, with a "
+        "colour-specificity score per tower), Figure 4 left (eight validation images with their top-5 "
+        "predictions), Figure 4 right (five validation images and the six training images nearest in fc7 "
+        "feature space) and the training curves with the learning-rate drops.",
+    )
+    parser.add_argument("run_dir", help="a directory written by `alexnet-tf train`")
+    parser.add_argument("--data", help="data set URI (default: the run's)")
+    parser.add_argument("--out", help="output directory (default: RUN_DIR/figures)")
+    parser.add_argument("--model", default="best", choices=("best", "final"))
+    parser.add_argument("--neighbour-pool", type=int, default=5000,
+                        help="training images searched for nearest neighbours (default: 5000)")
+    _add_data_source_options(parser)
+    parser.set_defaults(run=_run_figures)
+
+
+def _run_splits(args, config):
+    """(train, validation) sources of a run's data set (either may be None when the split does not exist)."""
+    from alexnet_tf.data.sources import DatasetError, open_dataset
+    from alexnet_tf.train import prepared_uri
+
+    if args.data:
+        config = config.override({"data.dataset": args.data})
+    try:
+        uri = prepared_uri(config)
+    except DatasetError as error:
+        raise UserError(str(error)) from None
+    sources = []
+    for split in (config.data.train_split, config.data.validation_split):
+        try:
+            sources.append(open_dataset(uri, split, **_source_kwargs(args)) if split else None)
+        except DatasetError as error:
+            print(f"note: {error}")
+            sources.append(None)
+    return sources
+
+
+def _run_figures(args) -> None:
+    import pathlib
+
+    from alexnet_tf import figures
+
+    config, model, stats = _load_run(args.run_dir, args.model)
+    run = pathlib.Path(args.run_dir)
+    classes = (run / "labels.txt").read_text().splitlines()
+    train, validation = _run_splits(args, config)
+    out = pathlib.Path(args.out) if args.out else run / "figures"
+    written = figures.draw_all(model, stats, classes, out, train=train, validation=validation,
+                               history_path=run / "history.csv", database_limit=args.neighbour_pool)
+    for name, path in written.items():
+        print(f"wrote {path} ({name})")
+
+
+def _add_embed(commands) -> None:
+    parser = commands.add_parser(
+        "embed",
+        help="fc7 features (4096-d) of a split's images, with labels and file names, as .npz",
+        description="Run a split's images (centre crops) through the run's model and save the last hidden "
+        "layer's activations (fc7 of both towers, 4096 values) with labels and file names, for retrieval.",
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("--data", help="data set URI (default: the run's)")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--out", required=True, help="the .npz file to write")
+    parser.add_argument("--limit", type=int, help="at most this many images")
+    parser.add_argument("--model", default="best", choices=("best", "final"))
+    _add_data_source_options(parser)
+    parser.set_defaults(run=_run_embed)
+
+
+def _run_embed(args) -> None:
+    import pathlib
+
+    import numpy as np
+
+    from alexnet_tf import figures
+
+    _, model, stats, source = _open_run_split(args)
+    images = figures.load_images(source, limit=args.limit)
+    features = figures.extract_features(model, images, stats, progress=True)
+    out = pathlib.Path(args.out)
+    tmp = out.with_name(f".{out.stem}.tmp.npz")
+    np.savez(tmp, features=features, labels=images.labels, filenames=np.array(images.names),
+             classes=np.array(source.classes))
+    tmp.replace(out)
+    print(f"wrote {out}: {features.shape[0]} x {features.shape[1]} fc7 features with labels and file names")
+
+
 # === entry point ===
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -118,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_summary(commands)
     _add_prepare(commands)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_export(commands)
+    _add_serve(commands)
+    _add_predict(commands)
+    _add_figures(commands)
+    _add_embed(commands)
     return parser
 
 
@@ -125,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; user errors print one line to stderr and return 2."""
     args = build_parser().parse_args(argv)
     _quiet_tensorflow()
+    if hasattr(sys.stdout, "reconfigure"):  # progress reaches a log file or a pipe as it happens
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         args.run(args)
     except UserError as error:

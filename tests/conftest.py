@@ -15,3 +15,41 @@ def _seed_and_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A private cache holding a tiny demo set where `demo` looks for it, so `--data demo` is fast and offline."""
+    from alexnet_tf.data import demo
+
+    cache = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("ALEXNET_TF_CACHE")
+    os.environ["ALEXNET_TF_CACHE"] = str(cache)
+    demo.ensure_demo(per_class={"train": 8, "validation": 3}, progress=False)
+    yield cache
+    if previous is None:
+        os.environ.pop("ALEXNET_TF_CACHE", None)
+    else:
+        os.environ["ALEXNET_TF_CACHE"] = previous
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `alexnet-tf ARGS` in a fresh process (the console script's own module) and capture its output."""
+    return subprocess.run([sys.executable, "-m", "alexnet_tf.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(demo_cache, tmp_path_factory):
+    """A run directory from `alexnet-tf train --preset smoke` on the tiny demo set (a few steps)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
+    result = run_cli("train", "--preset", "smoke", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return run_dir, result.stdout

@@ -1,0 +1,358 @@
+"""The fit loop behind `alexnet-tf train`: data, strategy, model, Keras callbacks, and the run directory.
+
+A run directory holds everything a run makes and needs again:
+    config.json        the resolved config            labels.txt, stats.npz   the data set's, copied
+    checkpoints/       crash-recovery backups (weights, optimizer state, epoch), every `backup_every` steps
+    best.keras         the epoch with the lowest validation top-1 error      final.keras   the last epoch
+    history.csv        one row per epoch              logs/                   TensorBoard
+    summary.json       final errors, wall time and the paths above
+Running the same command again resumes from the last backup; a larger --epochs continues a finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import re
+import shutil
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import placement
+from alexnet_tf.config import Config
+from alexnet_tf.data import demo, pipeline
+from alexnet_tf.data.prepare import prepare
+from alexnet_tf.data.sources import DatasetError, RecordsSource, open_dataset
+from alexnet_tf.data.stats import Stats
+from alexnet_tf.model import build_alexnet
+from alexnet_tf.optimizer import PaperSGD
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, labels outside the class range, mismatched checkpoint): says why."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: pathlib.Path
+    history: dict[str, list[float]]
+    summary: dict
+
+
+# === Data ===
+def prepared_uri(config: Config, *, progress: bool = True) -> str:
+    """A `records:` URI for the configured data set, running the paper's offline step once for other sources."""
+    uri = config.data.dataset
+    if uri.startswith("records:"):
+        return uri
+    if config.data.prepared_dir:
+        out = pathlib.Path(config.data.prepared_dir)
+    else:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri).strip("_")[:60]
+        out = demo.cache_root() / "prepared" / f"{slug}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
+    if not (out / "manifest.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Several workers on one machine share the cache: the first prepares, the others wait and reuse.
+        with open(out.with_name(out.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / "manifest.json").is_file():
+                splits = tuple(s for s in (config.data.train_split, config.data.validation_split) if s)
+                prepare(uri, out, splits=splits, progress=progress, manual_dir=config.data.manual_dir,
+                        data_dir=config.data.data_dir, label_offset=config.data.label_offset,
+                        num_classes=config.data.num_classes)
+    return f"records:{out}"
+
+
+def open_splits(config: Config, uri: str) -> tuple[RecordsSource, RecordsSource | None]:
+    kwargs = {"label_offset": config.data.label_offset, "num_classes": config.data.num_classes}
+    train_source = open_dataset(uri, config.data.train_split, **kwargs)
+    validation = None
+    if config.data.validation_split:
+        try:
+            validation = open_dataset(uri, config.data.validation_split, **kwargs)
+        except DatasetError as error:
+            log.warning("no validation split (%s): training without validation", error)
+    return train_source, validation
+
+
+# === Strategy and placement ===
+def make_strategy(config: Config) -> tuple[tf.distribute.Strategy, tuple[str, str] | None]:
+    """The tf.distribute strategy and the tower devices the config asks for."""
+    towers = None
+    if config.train.parallel == "towers":
+        towers = placement.tower_devices()
+        if towers is None:
+            print("--parallel towers: fewer than two GPUs, so both towers share one device")
+    if config.train.strategy == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise TrainingError("--strategy multi_worker reads the cluster from TF_CONFIG, which is not set")
+        return tf.distribute.MultiWorkerMirroredStrategy(), towers
+    if config.train.parallel == "data":
+        return tf.distribute.MirroredStrategy(), towers
+    return tf.distribute.get_strategy(), towers
+
+
+def validation_epochs(epochs: int, every: int) -> list[int]:
+    """The 1-based epochs after which to validate: every `every`-th, and always the last (Keras' validation_freq)."""
+    return sorted({*range(every, epochs + 1, every), epochs})
+
+
+# === Learning-rate schedule callbacks ===
+class WarmUp(keras.callbacks.Callback):
+    """Linear warm-up from lr/10 to lr over the first `steps` optimizer steps (read from the optimizer, so a
+    resumed run continues where it was)."""
+
+    def __init__(self, steps: int, learning_rate: float):
+        super().__init__()
+        self.steps, self.learning_rate = steps, learning_rate
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step <= self.steps:
+            fraction = min(step / self.steps, 1.0)
+            self.model.optimizer.learning_rate.assign(self.learning_rate * (0.1 + 0.9 * fraction))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Puts the learning rate in each epoch's logs (CSV, TensorBoard, figures mark the drops from it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class SkippedRecords(keras.callbacks.Callback):
+    """Reports, per epoch, the training records that could not be read and were dropped."""
+
+    def __init__(self, counter: pipeline.SkipCounter):
+        super().__init__()
+        self.counter = counter
+
+    def on_epoch_end(self, epoch, logs=None):
+        skipped = self.counter.skipped
+        if logs is not None:
+            logs["skipped_records"] = skipped
+        if skipped:
+            print(f"epoch {epoch + 1}: skipped {skipped} unreadable training record(s)")
+        self.counter.reset()
+
+
+def schedule_callbacks(config: Config, steps_per_epoch: int, monitor: str) -> list[keras.callbacks.Callback]:
+    t = config.train
+    callbacks: list[keras.callbacks.Callback] = [LearningRateLogger()]
+    if t.warmup_epochs:
+        callbacks.insert(0, WarmUp(max(1, round(t.warmup_epochs * steps_per_epoch)), t.learning_rate))
+    if t.schedule == "plateau":
+        # lr/10 when the monitored error stops improving; the floor stops it after `max_drops` divisions.
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=0.1, patience=t.plateau_patience, mode="min", verbose=1,
+            min_lr=t.learning_rate * 0.1**t.max_drops * 0.999,
+        ))
+    elif t.schedule == "step":
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: t.learning_rate * 0.1 ** min(epoch // t.step_epochs, t.max_drops)
+        ))
+    return callbacks
+
+
+# === The run ===
+def _save_keras_atomic(model: keras.Model, path: pathlib.Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+class AtomicBestModel(keras.callbacks.Callback):
+    """Keep `best.keras`: the epoch with the lowest monitored error, written under a temporary name first."""
+
+    def __init__(self, path: pathlib.Path, monitor: str):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best:
+            self.best = float(value)
+            _save_keras_atomic(self.model, self.path)
+
+
+def _check_run_dir(run_dir: pathlib.Path, config: Config) -> bool:
+    """True when run_dir holds a run of the same config (resume); raise when it holds a different one."""
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        return False
+    previous = json.loads(saved.read_text())
+    ignore = ("epochs", "backup_every", "validation_every")  # a larger --epochs continues a finished run
+    for section in ("model", "data", "train"):
+        for key, value in previous.get(section, {}).items():
+            current = getattr(getattr(config, section), key, value)
+            if key not in ignore and current != value:
+                raise TrainingError(
+                    f"{run_dir} holds a run with {section}.{key}={value!r}, not {current!r}: "
+                    "use another --run-dir, or --fresh to start this one over"
+                )
+    return True
+
+
+def train(
+    config: Config, run_dir: str | pathlib.Path, *, fresh: bool = False, verbose: int | str = "auto"
+) -> TrainResult:
+    """Train AlexNet as `config` says, in `run_dir` (resuming a run of the same config found there)."""
+    run_dir = pathlib.Path(run_dir)
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    resuming = _check_run_dir(run_dir, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    # Before any TF op runs: MultiWorkerMirroredStrategy configures collectives at program start-up.
+    strategy, towers = make_strategy(config)
+
+    # --- data ---
+    uri = prepared_uri(config)
+    train_source, validation_source = open_splits(config, uri)
+    stats, stats_message = pipeline.load_stats(train_source)
+    print(stats_message)
+    num_classes = train_source.num_classes
+    examples = len(train_source) if config.data.limit_train is None else min(config.data.limit_train,
+                                                                             len(train_source))
+    steps_per_epoch = config.train.steps_per_epoch or max(1, examples // config.train.batch_size)
+
+    # --- the run directory's inputs ---
+    (run_dir / "config.json").write_text(config.to_json())
+    (run_dir / "labels.txt").write_text("\n".join(train_source.classes) + "\n")
+    if train_source.stats_path is not None:
+        shutil.copy(train_source.stats_path, run_dir / "stats.npz")
+    else:
+        stats.save(run_dir / "stats.npz")
+
+    # --- model ---
+    keras.utils.set_random_seed(config.train.seed)
+    keras.mixed_precision.set_global_policy(config.train.precision)
+    replicas = strategy.num_replicas_in_sync
+    jit = config.train.jit_compile and replicas == 1
+    if config.train.jit_compile and not jit:
+        print(f"XLA is off: {replicas} replicas (collectives under XLA are not supported on every device)")
+    with strategy.scope():
+        model = build_alexnet(num_classes, tower_devices=towers, dropout=config.model.dropout,
+                              init=config.model.init, lrn=config.model.lrn, input_scale=config.model.input_scale,
+                              dtype=config.train.precision)
+        model.compile(optimizer=PaperSGD(config.train.learning_rate, config.train.momentum,
+                                         config.train.weight_decay), jit_compile=jit)
+
+    # --- pipelines ---
+    # Skipped records are counted per finite pass; with --steps-per-epoch the data repeats, and records still in
+    # flight when an epoch ends would count as skipped, so the count is off there.
+    counter = None if config.train.steps_per_epoch else pipeline.SkipCounter()
+
+    def train_data(input_context=None):
+        source = train_source
+        dataset = pipeline.train_dataset(
+            source, stats, config.train.batch_size,
+            augmentation=pipeline.Augmentation(flip=config.data.flip, pca_std=config.data.pca_std),
+            shuffle_buffer=config.data.shuffle_buffer, seed=config.data.seed,
+            deterministic=config.data.deterministic, input_context=input_context, counter=counter,
+            limit=config.data.limit_train,
+        )
+        return dataset.repeat() if config.train.steps_per_epoch else dataset
+
+    if replicas > 1:
+        train_ds = strategy.distribute_datasets_from_function(train_data)
+    else:
+        train_ds = train_data()
+    validation_ds = None
+    if validation_source is not None:
+        validation_ds = pipeline.eval_dataset(validation_source, stats, config.train.batch_size)
+
+    # --- callbacks ---
+    monitor = "val_top1_error" if validation_ds is not None else "top1_error"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints"), save_freq=config.train.backup_every,
+                                         delete_checkpoint=False),
+        *schedule_callbacks(config, steps_per_epoch, monitor),
+        *([SkippedRecords(counter)] if counter is not None else []),
+        keras.callbacks.TerminateOnNaN(),
+        AtomicBestModel(run_dir / "best.keras", monitor),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+    ]
+
+    print(f"training {config.preset!r} preset: {examples} images, {num_classes} classes, batch "
+          f"{config.train.batch_size}, {steps_per_epoch} steps x {config.train.epochs} epochs, "
+          f"{config.train.precision}, {'XLA' if jit else 'no XLA'}, {replicas} replica(s) -> {run_dir}")
+    if resuming and (run_dir / "checkpoints").is_dir():
+        print(f"resuming from the last backup in {run_dir / 'checkpoints'}")
+    # An epoch is one pass over the data, whose batch count tf.data cannot know (dropped unreadable records):
+    # Keras 3 then warns at the end of the first pass that the input "ran out of data". It did not.
+    warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+    try:
+        history = model.fit(
+            train_ds, validation_data=validation_ds, epochs=config.train.epochs,
+            steps_per_epoch=steps_per_epoch if config.train.steps_per_epoch or replicas > 1 else None,
+            validation_steps=config.train.validation_steps, callbacks=callbacks, shuffle=False,
+            validation_freq=validation_epochs(config.train.epochs, config.train.validation_every),
+            verbose=verbose if verbose != "auto" else (1 if sys.stdout.isatty() else 2),
+        )
+    except tf.errors.InvalidArgumentError as error:
+        message = str(error)
+        match = re.search(r"label value of (-?\d+).*?\[0, (\d+)\)", message, re.S)
+        if match:
+            raise TrainingError(
+                f"class count mismatch: the data has label {match[1]}, but the model has {match[2]} classes; "
+                "check --num-classes and --label-offset (tensorflow/models ImageNet shards are 1-based)"
+            ) from None
+        raise
+    losses = history.history.get("loss", [])
+    if model.stop_training and losses and not np.isfinite(losses[-1]):
+        raise TrainingError(
+            f"the loss became NaN in epoch {len(losses)}: lower --learning-rate, add warm-up "
+            "(--set train.warmup_epochs=1) or use --init he; the last good state is in checkpoints/"
+        )
+
+    # --- results ---
+    _save_keras_atomic(model, run_dir / "final.keras")
+    if not (run_dir / "best.keras").exists():  # resumed after the last epoch had already finished
+        shutil.copy(run_dir / "final.keras", run_dir / "best.keras")
+    final = {key: values[-1] for key, values in history.history.items() if values}
+    summary = {
+        "preset": config.preset,
+        "data": uri,
+        "epochs_run": len(losses),
+        "wall_time_s": round(time.time() - started, 1),
+        "final": {k: float(v) for k, v in final.items()},
+        "best_val_top1_error": min(history.history.get("val_top1_error", [math.nan])),
+        "paths": {name: str(run_dir / name) for name in
+                  ("config.json", "best.keras", "final.keras", "history.csv", "logs", "checkpoints")},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(run_dir, history.history, summary)
+
+
+def format_summary(result: TrainResult) -> str:
+    """The closing lines `alexnet-tf train` prints."""
+    s = result.summary
+    final = s["final"]
+    lines = [f"done in {s['wall_time_s'] / 60:.1f} min ({s['epochs_run']} epoch(s) this run)"]
+    for prefix, name in (("", "training"), ("val_", "validation")):
+        if f"{prefix}top1_error" in final:
+            lines.append(f"  {name:<10} top-1 error {final[f'{prefix}top1_error']:.2%}   "
+                         f"top-5 error {final[f'{prefix}top5_error']:.2%}   loss {final[f'{prefix}loss']:.4f}")
+    lines.append(f"  wrote {result.run_dir}/: best.keras, final.keras, history.csv, logs/, checkpoints/")
+    lines.append(f"next: alexnet-tf evaluate {result.run_dir} && alexnet-tf export {result.run_dir}")
+    return "\n".join(lines)
+
+
+def load_run_stats(run_dir: str | pathlib.Path) -> Stats:
+    return Stats.load(pathlib.Path(run_dir) / "stats.npz")

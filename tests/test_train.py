@@ -1,0 +1,163 @@
+"""`alexnet-tf train` and `evaluate`: the step, the run directory, resuming after kill -9, multi-worker, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from alexnet_tf import build_alexnet
+from tests.conftest import ROOT, run_cli
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
+    model = build_alexnet(10, init="he", input_scale=1 / 64, dropout=0.0)
+    model.compile(jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 60, (8, 224, 224, 3)).astype("float32")
+    y = rng.integers(0, 10, 8)
+    before = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    model.optimizer.learning_rate.assign(0.001)
+    model.train_on_batch(x, y)
+    after = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    assert after < before
+
+
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    run_dir, stdout = smoke_run
+    for name in ("config.json", "labels.txt", "stats.npz", "best.keras", "final.keras", "history.csv",
+                 "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "logs").is_dir() and (run_dir / "checkpoints").is_dir()
+    assert json.loads((run_dir / "config.json").read_text())["preset"] == "smoke"
+    assert (run_dir / "labels.txt").read_text().split()[:2] == ["arrow", "circle"]
+    header = (run_dir / "history.csv").read_text().splitlines()[0]
+    for column in ("top1_error", "top5_error", "val_top1_error", "learning_rate"):
+        assert column in header
+    assert f"alexnet-tf export {run_dir}" in stdout
+    assert "validation top-1 error" in stdout
+
+
+def test_evaluate_prints_the_table_and_writes_json(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    result = run_cli("evaluate", str(run_dir), "--out", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "AlexNet, 10 crops" in result.stdout and "Top-5" in result.stdout
+    payload = json.loads((tmp_path / "eval.json").read_text())
+    for row in payload["results"].values():
+        assert 0.0 <= row["top1"] <= 1.0 and row["top5"] <= row["top1"] and row["examples"] == 30
+
+
+def test_ten_crop_evaluation_matches_numpy(smoke_run):
+    from alexnet_tf import evaluate, load_model
+    from alexnet_tf.data import pipeline
+    from alexnet_tf.data.sources import open_dataset
+    from alexnet_tf.data.stats import Stats
+
+    run_dir, _ = smoke_run
+    model = load_model(run_dir / "best.keras")
+    stats = Stats.load(run_dir / "stats.npz")
+    uri = json.loads((run_dir / "summary.json").read_text())["data"]
+    source = open_dataset(uri, "validation")
+    errors = evaluate.evaluate(model, source, stats, ten_crop=True, batch_size=8, progress=False)
+    wrong1 = wrong5 = 0
+    for images, labels in pipeline.eval_dataset(source, stats, 8, ten_crop=True):
+        for crops, label in zip(images.numpy(), labels.numpy()):
+            logits = model.predict(crops, verbose=0).astype(np.float64)
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            ranking = np.argsort(-(p / p.sum(1, keepdims=True)).mean(0))
+            wrong1 += ranking[0] != label
+            wrong5 += label not in ranking[:5]
+    assert errors.examples == 30
+    assert errors.top1 == pytest.approx(wrong1 / 30) and errors.top5 == pytest.approx(wrong5 / 30)
+
+
+def test_resume_after_kill_9_continues_with_the_saved_optimizer_state(demo_cache, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "alexnet_tf.cli", "train", "--preset", "smoke", "--run-dir", str(run_dir),
+               "--steps-per-epoch", "12", "--epochs", "2", "--set", "train.backup_every=3"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metadata = run_dir / "checkpoints" / "training_metadata.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if metadata.is_file() and json.loads(metadata.read_text() or "{}").get("batch", 0) >= 5:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "training finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = json.loads(metadata.read_text())
+    backup_step = _optimizer_iterations(run_dir / "checkpoints")
+    assert saved["epoch"] == 0 and backup_step >= 6
+
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "resuming from the last backup" in result.stdout
+    final = keras.saving.load_model(run_dir / "final.keras")
+    # Restarted from scratch it would end at 2 x 12 steps; resumed, it keeps the backup's step count and
+    # optimizer state and then runs the interrupted epoch and the next one.
+    assert int(final.optimizer.iterations.numpy()) == backup_step + 24
+
+
+def _optimizer_iterations(checkpoints) -> int:
+    """The optimizer step stored in a BackupAndRestore weights file, read back the Keras way."""
+    model = build_alexnet(10, init="he", input_scale=1 / 64)
+    model.compile(jit_compile=False)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(checkpoints / "latest.weights.h5")
+    return int(model.optimizer.iterations.numpy())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "folder:/does/not/exist"], "is not a directory"),
+    (["--learning-rate", "1e9", "--set", "train.warmup_epochs=0"], "NaN"),
+])
+def test_clear_errors(demo_cache, tmp_path, args, message):
+    result = run_cli("train", "--preset", "smoke", "--run-dir", str(tmp_path / "run"), *args)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_class_count_mismatch(demo_cache, tmp_path):
+    from alexnet_tf.data.prepare import prepare
+
+    prepare("demo", tmp_path / "shards", progress=False)
+    (tmp_path / "shards" / "manifest.json").unlink()
+    result = run_cli("train", "--preset", "smoke", "--run-dir", str(tmp_path / "run"),
+                     "--data", f"records:{tmp_path / 'shards'}", "--num-classes", "3")
+    assert result.returncode == 2
+    assert "class count mismatch" in result.stderr
+
+
+def test_two_workers_train_together_and_agree(demo_cache, tmp_path):
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-m", "alexnet_tf.cli", "train", "--preset", "smoke", "--strategy", "multi_worker",
+                   "--run-dir", str(tmp_path / f"worker{index}"), "--steps-per-epoch", "2",
+                   "--set", "data.validation_split=", "--batch-size", "4"]
+        processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
+    codes = [p.returncode for p in processes]
+    assert codes == [0, 0], "\n\n".join(f"worker {i}:\n{out[-3000:]}" for i, out in enumerate(outputs))
+    models = [keras.saving.load_model(tmp_path / f"worker{i}" / "final.keras") for i in range(2)]
+    initial = build_alexnet(10, init="he", input_scale=1 / 64)
+    for a, b in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert int(models[0].optimizer.iterations.numpy()) == 2
+    assert len(models[0].get_weights()) == len(initial.get_weights())
