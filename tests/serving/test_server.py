@@ -1,0 +1,195 @@
+"""The local TF-Serving-compatible server over real gRPC and HTTP on loopback, driven by our clients."""
+
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving import PredictClient, RestClient, ServingError
+from serving.client import string_tensor
+from tests.conftest import ROOT
+
+
+def jpeg(seed: int, size=(200, 260)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def exported_base(smoke_run, tmp_path_factory):
+    from tests.conftest import run_cli
+
+    run_dir, _ = smoke_run
+    base = tmp_path_factory.mktemp("served")
+    result = run_cli("export", str(run_dir), "--base-dir", str(base))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "docker build" in result.stdout and "alexnet-tf predict" in result.stdout
+    return base / "alexnet"
+
+
+@pytest.fixture(scope="module")
+def server(exported_base):
+    port, rest = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_tf.cli", "serve", "--model-base-path", str(exported_base), "--port",
+         str(port), "--rest-port", str(rest), "--poll-seconds", "0.5", "--max-request-mb", "2", "--log-level", "DEBUG"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = PredictClient(f"127.0.0.1:{port}", timeout=60)
+    deadline = time.time() + 300
+    while True:
+        try:
+            client.metadata()
+            break
+        except ServingError:
+            if time.time() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("server did not come up: " + process.communicate()[0][-3000:])
+            time.sleep(0.5)
+    yield {"port": port, "rest": rest, "process": process, "base": exported_base}
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def test_metadata_lists_the_three_signatures(server):
+    metadata = PredictClient(f"127.0.0.1:{server['port']}").metadata()
+    assert metadata["version"] == 1
+    assert set(metadata["signatures"]) == {"serving_default", "center_crop", "from_pixels"}
+    assert metadata["signatures"]["serving_default"]["inputs"] == ["image_bytes"]
+
+
+def test_grpc_and_rest_give_the_same_numbers(server):
+    images = [jpeg(1), jpeg(2, (300, 180))]
+    by_grpc = PredictClient(f"127.0.0.1:{server['port']}").predict_raw({"image_bytes": string_tensor(images)})
+    rest = RestClient(f"http://127.0.0.1:{server['rest']}")
+    by_rest = rest.predict_raw(images)
+    np.testing.assert_allclose(by_rest["probabilities"], by_grpc["probabilities"], atol=1e-6)
+    np.testing.assert_array_equal(by_rest["classes"], by_grpc["classes"])
+    predictions = rest.predict(images)
+    labels = (server["base"] / "1" / "assets" / "labels.txt").read_text().split()
+    assert predictions[0].labels[0] in labels and len(predictions[0].scores) == 5
+    # Row format with b64, as in TF Serving's REST docs.
+    body = json.dumps({"signature_name": "center_crop",
+                       "instances": [{"b64": base64.b64encode(images[0]).decode()}]}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{server['rest']}/v1/models/alexnet:predict", data=body)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        row = json.loads(response.read())["predictions"][0]
+    assert set(row) == {"probabilities", "classes", "scores", "labels"}
+    assert rest.status()["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def raw_predict(port, inputs, model="alexnet", signature="", version=None):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = model, signature
+    if version is not None:
+        request.model_spec.version.value = version
+    for key, tensor in inputs.items():
+        request.inputs[key].CopyFrom(tensor)
+    return stub.Predict(request, timeout=60)
+
+
+def test_every_bad_request_gets_its_code_and_the_server_keeps_serving(server):
+    import tensorflow as tf
+
+    port = server["port"]
+    huge_png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + (90000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
+    cases = [
+        ({"image_bytes": string_tensor([b""])}, {}, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        ({"image_bytes": string_tensor([b"no image here"])}, {}, grpc.StatusCode.INVALID_ARGUMENT, "not an image"),
+        ({"image_bytes": string_tensor([jpeg(3)[:300]])}, {}, grpc.StatusCode.INVALID_ARGUMENT, "JPEG"),
+        ({"image_bytes": string_tensor([huge_png])}, {}, grpc.StatusCode.INVALID_ARGUMENT, "too large"),
+        ({"image_bytes": tf.make_tensor_proto(np.zeros(2, np.float32))}, {}, grpc.StatusCode.INVALID_ARGUMENT,
+         "must be string"),
+        ({"pictures": string_tensor([jpeg(4)])}, {}, grpc.StatusCode.INVALID_ARGUMENT, "takes inputs"),
+        ({"image_bytes": string_tensor([jpeg(4)])}, {"model": "resnet"}, grpc.StatusCode.NOT_FOUND, "resnet"),
+        ({"image_bytes": string_tensor([jpeg(4)])}, {"version": 42}, grpc.StatusCode.NOT_FOUND, "42"),
+        ({"image_bytes": string_tensor([jpeg(4)])}, {"signature": "detect"}, grpc.StatusCode.FAILED_PRECONDITION,
+         "detect"),
+        ({"images": tf.make_tensor_proto(np.zeros((1, 128, 128, 3), np.uint8))}, {"signature": "from_pixels"},
+         grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        ({"image_bytes": string_tensor([b"x" * (3 * 1024 * 1024)])}, {}, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ]
+    for inputs, spec, code, text in cases:
+        with pytest.raises(grpc.RpcError) as error:
+            raw_predict(port, inputs, **spec)
+        assert error.value.code() == code, (text, error.value.details())
+        assert text.lower() in (error.value.details() or "").lower() + text.lower() * (text == ""), error.value
+        good = PredictClient(f"127.0.0.1:{port}").predict([jpeg(5)])
+        assert len(good) == 1
+    with pytest.raises(ServingError) as error:
+        RestClient(f"http://127.0.0.1:{server['rest']}", "resnet", retries=0).predict([jpeg(6)])
+    assert error.value.code == 404
+
+
+def test_eight_concurrent_clients_of_25_requests(server):
+    images = [jpeg(i, (120 + i, 140)) for i in range(4)]
+
+    def client_run(index):
+        client = PredictClient(f"127.0.0.1:{server['port']}", signature="center_crop", timeout=120)
+        return [client.predict([images[(index + i) % 4]])[0].classes for i in range(25)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(client_run, range(8)))
+    assert sum(len(r) for r in results) == 200
+
+
+def test_predict_command_prints_a_table_and_json(server, tmp_path):
+    from tests.conftest import run_cli
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        (tmp_path / "imgs" / f"{i}.jpg").write_bytes(jpeg(10 + i))
+    table = run_cli("predict", str(tmp_path / "imgs"), "--server", f"127.0.0.1:{server['port']}",
+                    "--batch-size", "2")
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert table.stdout.count("%") == 15 and "0.jpg" in table.stdout
+    lines = run_cli("predict", str(tmp_path / "imgs" / "1.jpg"), "--rest", f"http://127.0.0.1:{server['rest']}",
+                    "--json").stdout.splitlines()
+    assert len(json.loads(lines[-1])["labels"]) == 5
+    missing = run_cli("predict", str(tmp_path / "nope.jpg"), "--server", f"127.0.0.1:{server['port']}")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_a_new_version_is_picked_up_without_restart(server):
+    base = server["base"]
+    shutil.copytree(base / "1", base / ".incoming")
+    os.rename(base / ".incoming", base / "2")  # publish atomically, as `alexnet-tf export` does
+    client = PredictClient(f"127.0.0.1:{server['port']}")
+    deadline = time.time() + 120
+    while client.metadata()["version"] != 2:
+        assert time.time() < deadline, "version 2 was not picked up"
+        assert len(client.predict([jpeg(7)])) == 1  # the old version keeps answering meanwhile
+        time.sleep(0.5)
+    assert len(client.predict([jpeg(8)])) == 1
+
+
+def test_sigterm_shuts_down_cleanly(server):
+    process = server["process"]
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output[-2000:]
+    assert "shutting down" in output
+    assert "status=OK" in output  # one debug line per request
