@@ -17,10 +17,10 @@ import shutil
 import numpy as np
 
 CLASSES = ("arrow", "circle", "crescent", "cross", "heart", "hexagon", "ring", "square", "star", "triangle")
-SPLITS = {"train": 260, "validation": 50}
+SPLITS = {"train": 230, "validation": 50}
 """Images per class in each split."""
-VERSION = 3
-"""Bump when the renderer changes, so caches of older sets are not reused."""
+VERSION = 6
+"""Bump when the renderer or the split sizes change, so caches of older sets are not reused."""
 
 MAX_ROTATION = np.pi / 6
 """Objects are turned by up to +-30 degrees: enough to vary them, not so much that arrows and crosses become
@@ -77,7 +77,7 @@ def _colour(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
     return value * (1 - saturation + saturation * np.array(sector))
 
 
-def render(class_name: str, seed: tuple[int, ...], supersample: int = 3) -> np.ndarray:
+def render(class_name: str, seed: tuple[int, ...], supersample: int = 2) -> np.ndarray:
     """One uint8 RGB image of `class_name`, fully determined by `seed`."""
     rng = np.random.default_rng(seed)
     height, width = (int(s) for s in rng.integers(170, 380, 2))
@@ -93,8 +93,8 @@ def render(class_name: str, seed: tuple[int, ...], supersample: int = 3) -> np.n
     image = c0 + (c1 - c0) * t[..., None]
 
     # Clutter: line segments and small blobs, each drawn only inside its bounding box.
-    for _ in range(int(rng.integers(3, 8))):
-        colour = _colour(rng, 40, 170)
+    for _ in range(int(rng.integers(2, 6))):
+        colour = _colour(rng, 40, 150)
         x0, y0 = rng.uniform(0, 1, 2) * (width, height)
         if rng.random() < 0.5:  # a line segment
             angle, half, thickness = rng.uniform(0, np.pi), side * 0.4, rng.uniform(1, 4)
@@ -115,7 +115,7 @@ def render(class_name: str, seed: tuple[int, ...], supersample: int = 3) -> np.n
         image[top:bottom, left:right][mask] = colour
 
     # The object, inside the central square that the 256x256 crop keeps, anti-aliased by supersampling its box.
-    radius = side * rng.uniform(0.2, 0.36)
+    radius = side * rng.uniform(0.25, 0.4)
     cx = width / 2 + rng.uniform(-1, 1) * (side / 2 - radius) * 0.75
     cy = height / 2 + rng.uniform(-1, 1) * (side / 2 - radius) * 0.75
     angle = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
