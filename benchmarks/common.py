@@ -27,6 +27,24 @@ def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def fit_step_times(model, dataset, steps: int, warmup: int = 2) -> list[float]:
+    """Seconds of each `model.fit` step (the first `warmup` include tracing and compilation), `warmup + steps`
+    steps of one epoch."""
+    import keras
+
+    times: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[Timer()], shuffle=False)
+    return times
+
+
 def matmul_peak_gflops(dtype: str = "float32", sizes=(1024, 2048, 3072), repeats: int = 5) -> float:
     """The best median GFLOP/s of square matmuls on this machine, all cores (the 'peak' our ratios divide by)."""
     import tensorflow as tf

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
@@ -33,17 +32,8 @@ def step_rate(precision: str, batch: int, steps: int, xla: bool) -> dict:
     labels = tf.random.uniform((batch,), 0, 1000, tf.int64)
     data = tf.data.Dataset.from_tensors((images, labels)).repeat()
 
-    times: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
     warmup = 2
-    model.fit(data, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[Timer()])
+    times = common.fit_step_times(model, data, steps, warmup)
     seconds = statistics.median(times[warmup:])
     return {"precision": precision, "xla": xla, "batch": batch, "step_s": round(seconds, 3),
             "first_step_s": round(times[0], 1), "images_per_s": round(batch / seconds, 2)}
