@@ -505,16 +505,14 @@ def _run_embed(args) -> None:
 
     import numpy as np
 
-    from alexnet_tf import figures
+    from alexnet_tf import atomic, figures
 
     _, model, stats, source = _open_run_split(args)
     images = figures.load_images(source, limit=args.limit)
     features = figures.extract_features(model, images, stats, progress=True)
     out = pathlib.Path(args.out)
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez(tmp, features=features, labels=images.labels, filenames=np.array(images.names),
-             classes=np.array(source.classes))
-    tmp.replace(out)
+    atomic.save_npz(out, features=features, labels=images.labels, filenames=np.array(images.names),
+                    classes=np.array(source.classes))
     print(f"wrote {out}: {features.shape[0]} x {features.shape[1]} fc7 features with labels and file names")
 
 

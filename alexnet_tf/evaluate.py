@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import atomic
 from alexnet_tf.data import pipeline
 from alexnet_tf.data.sources import RecordsSource
 from alexnet_tf.data.stats import Stats
@@ -73,6 +74,4 @@ def write_json(rows: dict[str, Errors], path: str | pathlib.Path, **extra) -> No
     """The results as JSON, written under a temporary name, then renamed."""
     path = pathlib.Path(path)
     payload = {**extra, "results": {name: dataclasses.asdict(e) for name, e in rows.items()}}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import placement
+from alexnet_tf import atomic, placement
 from alexnet_tf.config import Config
 from alexnet_tf.data import demo, pipeline
 from alexnet_tf.data.prepare import prepare
@@ -231,8 +231,8 @@ def train(
     steps_per_epoch = config.train.steps_per_epoch or max(1, examples // config.train.batch_size)
 
     # --- the run directory's inputs ---
-    (run_dir / "config.json").write_text(config.to_json())
-    (run_dir / "labels.txt").write_text("\n".join(train_source.classes) + "\n")
+    atomic.write_text(run_dir / "config.json", config.to_json())
+    atomic.write_text(run_dir / "labels.txt", "\n".join(train_source.classes) + "\n")
     if train_source.stats_path is not None:
         shutil.copy(train_source.stats_path, run_dir / "stats.npz")
     else:
@@ -336,7 +336,7 @@ def train(
         "paths": {name: str(run_dir / name) for name in
                   ("config.json", "best.keras", "final.keras", "history.csv", "logs", "checkpoints")},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return TrainResult(run_dir, history.history, summary)
 
 

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import atomic
 from alexnet_tf.data import ops, records
 from alexnet_tf.data.sources import DatasetError, Source, open_dataset
 from alexnet_tf.data.stats import StatsAccumulator
@@ -221,8 +222,8 @@ def prepare(
         "converted": {note: {"count": len(files), "files": files[:1000]} for note, files in sorted(notes.items())},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-    _write_atomic(out / "labels.txt", "\n".join(classes) + "\n")
+    atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    atomic.write_text(out / "labels.txt", "\n".join(classes) + "\n")
     if progress:
         print(f"wrote {sum(counts.values())} images ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
               f"skipped {len(skipped)}; manifest, labels and stats in {out}")
@@ -240,12 +241,6 @@ def _stats_path(out: pathlib.Path, job: _ShardJob) -> pathlib.Path:
 def _finished(out: pathlib.Path, job: _ShardJob) -> bool:
     done = (out / records.shard_name(job.split, job.index, job.count)).is_file() and _summary_path(out, job).is_file()
     return done and (job.split != "train" or _stats_path(out, job).is_file())
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _write_shard(out: pathlib.Path, source: Source, job: _ShardJob, convert: _Converter, bar: _Progress) -> None:
@@ -280,5 +275,5 @@ def _write_shard(out: pathlib.Path, source: Source, job: _ShardJob, convert: _Co
             written += 1
     if accumulator is not None:
         accumulator.save(_stats_path(out, job))
-    _write_atomic(_summary_path(out, job), json.dumps({"written": written, "skipped": skipped, "notes": notes}))
+    atomic.write_text(_summary_path(out, job), json.dumps({"written": written, "skipped": skipped, "notes": notes}))
     tmp.replace(final)

@@ -8,6 +8,7 @@ import pathlib
 
 import numpy as np
 
+from alexnet_tf import atomic
 from alexnet_tf.data import ops
 
 
@@ -28,12 +29,8 @@ class Stats:
 
     def save(self, path: str | pathlib.Path) -> None:
         """Write an .npz atomically (temporary name, then rename)."""
-        path = pathlib.Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, mean_image=self.mean_image, rgb_covariance=self.rgb_covariance, eigval=self.eigval,
-                     eigvec=self.eigvec, count=self.count)
-        tmp.replace(path)
+        atomic.save_npz(path, mean_image=self.mean_image, rgb_covariance=self.rgb_covariance, eigval=self.eigval,
+                        eigvec=self.eigvec, count=self.count)
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> Stats:
@@ -77,12 +74,8 @@ class StatsAccumulator:
 
     def save(self, path: str | pathlib.Path) -> None:
         """Write the partial sums atomically, for a resumable `prepare`."""
-        path = pathlib.Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, image_sum=self.image_sum, rgb_sum=self.rgb_sum, rgb_outer=self.rgb_outer,
-                     images=self.images, pixels=self.pixels)
-        tmp.replace(path)
+        atomic.save_npz(path, image_sum=self.image_sum, rgb_sum=self.rgb_sum, rgb_outer=self.rgb_outer,
+                        images=self.images, pixels=self.pixels)
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> StatsAccumulator:
