@@ -1,11 +1,17 @@
 """alexnet-tf: the 2012 two-tower AlexNet on TensorFlow 2 / Keras 3, from training to TF Serving.
 
-The public names are imported lazily (PEP 562), so `alexnet-tf --help` does not wait for TensorFlow.
+The public names are imported lazily (PEP 562), so `alexnet-tf --help` does not wait for TensorFlow. Importing
+the package sets TensorFlow's runtime defaults for fast CPU training (`alexnet_tf.runtime`) unless TensorFlow is
+already imported or the user set them.
 """
 
 from __future__ import annotations
 
 import importlib
+
+from alexnet_tf import runtime
+
+runtime.configure()
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import alexnet_tf  # noqa: E402, F401  (first: its TensorFlow runtime defaults apply before TensorFlow loads)
+
+# isort: split
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
