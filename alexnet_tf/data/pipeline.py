@@ -104,7 +104,7 @@ def train_dataset(
     # mirrored mean, so the flip happens on uint8 pixels and no float pass is spent on it.
     means = tf.stack([mean, tf.reverse(mean, axis=[1])])
     width = int(stats.mean_image.shape[1])
-    lighting = ops.pca_lighting(augmentation.pca_std, stats.eigval, stats.eigvec)
+    lighting = ops.lighting_offset(augmentation.pca_std, stats.eigval, stats.eigvec)
     square = _decode_square(source)
 
     def example(serialized, seed_value):
@@ -117,9 +117,10 @@ def train_dataset(
         top, left = tf.unstack(ops.random_window(tf.shape(image), size, seeds[0]))
         crop = ops.mirror_if(image[top : top + size, left : left + size], flip)
         left = tf.where(flip, width - size - left, left)
-        image = tf.cast(crop, tf.float32) - means[tf.cast(flip, tf.int32), top : top + size, left : left + size]
-        if augmentation.pca_std:
-            image = lighting(image, seeds[2])
+        mean_window = means[tf.cast(flip, tf.int32), top : top + size, left : left + size]
+        if augmentation.pca_std:  # (crop - mean) + offset as crop - (mean - offset): one float pass fewer
+            mean_window = ops.add_per_channel(mean_window, -lighting(seeds[2]))
+        image = tf.cast(crop, tf.float32) - mean_window
         return tf.ensure_shape(image, [size, size, 3]), parsed["label"]
 
     dataset = _records(source, shuffle=limit is None, seed=seed, input_context=input_context)

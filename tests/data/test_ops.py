@@ -74,12 +74,21 @@ def test_subtract_mean_image_and_triple(image):
 def test_pca_lighting_adds_p_times_alpha_lambda():
     eigval = np.array([0.3, 0.05, 0.01])
     eigvec = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
-    image = np.zeros((4, 4, 3), np.float32)
+    image = np.random.default_rng(3).integers(0, 256, (4, 6, 3)).astype(np.uint8)
     seed = tf.constant([5, 9], tf.int64)
     out = run_both(ops.pca_lighting(0.1, eigval, eigvec), image, seed)
     alpha = tf.random.stateless_normal([3], seed, stddev=0.1).numpy()
     expected = 255.0 * eigvec @ (alpha * eigval)
-    np.testing.assert_allclose(out, np.broadcast_to(expected, image.shape), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(out, image + expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3), (2, 5, 7, 3), (224, 224, 3)])
+def test_add_per_channel_is_numpy_broadcasting(shape):
+    rng = np.random.default_rng(4)
+    image, offset = rng.normal(size=shape).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    out = ops.add_per_channel(tf.constant(image), tf.constant(offset))
+    assert out.shape == shape
+    np.testing.assert_allclose(out, image + offset, rtol=1e-6)
 
 
 def test_pca_lighting_covariance_over_many_draws():

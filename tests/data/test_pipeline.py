@@ -85,6 +85,10 @@ def test_flip_and_lighting_are_applied(shards):
     per_image = difference.reshape(60, -1, 3)
     np.testing.assert_allclose(per_image, per_image[:, :1, :].repeat(per_image.shape[1], 1), atol=1e-3)
     assert np.abs(per_image[:, 0]).max() > 0.1  # a constant RGB offset per image, different from zero
+    # offset = 255 P (alpha * lambda): recovering alpha with NumPy gives N(0, 0.1) draws, independent per image
+    alphas = (per_image[:, 0] @ np.asarray(stats.eigvec)) / (255.0 * np.asarray(stats.eigval))
+    assert 0.07 < alphas.std() < 0.13 and abs(alphas.mean()) < 0.04
+    assert len(np.unique(alphas.round(4), axis=0)) == 60
 
 
 def test_evaluation_centre_and_ten_crops(shards):
