@@ -175,11 +175,15 @@ def rescale_to_square(size: int = PAPER_SIZE) -> ImageOp:
 
 # === Training augmentation and evaluation crops ===
 def subtract_mean(mean: np.ndarray | Sequence[float]) -> ImageOp:
-    """image - mean, as float32; `mean` is the training set's mean image (H, W, 3) or an RGB triple."""
-    mean = tf.constant(np.asarray(mean, np.float32))
+    """image - mean, as float32; `mean` is the training set's mean image (H, W, 3) or an RGB triple (subtracted
+    with `add_per_channel`, not TensorFlow's slow [3]-vector broadcast)."""
+    mean = np.asarray(mean, np.float32)
+    negated_triple = tf.constant(-mean) if mean.ndim == 1 else None
+    mean = tf.constant(mean)
 
     def apply(image):
-        return tf.cast(image, tf.float32) - mean
+        image = tf.cast(image, tf.float32)
+        return add_per_channel(image, negated_triple) if negated_triple is not None else image - mean
 
     return apply
 
