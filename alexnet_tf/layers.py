@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from alexnet_tf import xla_forms
+
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class LocalResponseNormalization(keras.layers.Layer):
@@ -20,6 +22,9 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     The normalization is computed in float32 even under a mixed-precision policy (squares of ReLU outputs
     overflow float16 and lose the small alpha term in bfloat16); the result is cast back to the compute dtype.
+    When `use_xla_form` is set (AlexNet sets it when compiled with `jit_compile=True`), training calls use
+    `xla_forms.local_response_normalization`: the same formula with a written-out gradient and, for beta = 0.75,
+    no `pow`, which XLA compiles to an `exp(log(...))` per element on a CPU.
 
     Args:
         depth_radius: half-width n/2 of the channel window; the window holds `2 * depth_radius + 1` channels.
@@ -29,6 +34,7 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     Call arguments:
         inputs: a 4-D tensor `(batch, height, width, channels)`.
+        training: with `use_xla_form`, selects the XLA form.
 
     Example:
 
@@ -56,8 +62,14 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.bias = float(bias)
         self.alpha = float(alpha)
         self.beta = float(beta)
+        self.use_xla_form = False
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        if self.use_xla_form and training:
+            outputs = xla_forms.local_response_normalization(
+                inputs, self.depth_radius, self.bias, self.alpha, self.beta
+            )
+            return tf.cast(outputs, self.compute_dtype)
         outputs = tf.nn.local_response_normalization(
             tf.cast(inputs, "float32"),
             depth_radius=self.depth_radius,
@@ -82,12 +94,11 @@ class LocalResponseNormalization(keras.layers.Layer):
 class OverlappingMaxPooling2D(keras.layers.MaxPooling2D):
     """The paper's overlapping max pooling (section 3.4: z=3 windows at stride s=2), "valid" padding.
 
-    Numerically a `keras.layers.MaxPooling2D(3, 2)`. When `unrolled` is set (AlexNet sets it when compiled with
-    `jit_compile=True`), training calls compute the pool as the running maximum of the z*z strided slices of
-    the input: XLA fuses that into one pass and differentiates it with selects, about 5x faster on a CPU
-    than its select-and-scatter for `MaxPoolGrad`. Ties go to the first slice in row-major order, as
-    `MaxPoolGrad` gives them to the first maximum of the window. Without XLA the native op is faster, so
-    `unrolled` is off by default and inference always uses the native op.
+    Numerically a `keras.layers.MaxPooling2D(3, 2)`. When `use_xla_form` is set (AlexNet sets it when compiled
+    with `jit_compile=True`), training calls use `xla_forms.max_pool`, whose gradient XLA compiles into one pass
+    over the input instead of its slow select-and-scatter; ties go to the first maximum of the window in
+    row-major order, as `MaxPoolGrad` gives them. Without XLA the native op is faster, so the flag is off by
+    default and inference always uses the native op.
 
     Args:
         pool_size: window side z.
@@ -95,28 +106,20 @@ class OverlappingMaxPooling2D(keras.layers.MaxPooling2D):
 
     Call arguments:
         inputs: a 4-D NHWC tensor.
-        training: with `unrolled`, selects the sliced form.
+        training: with `use_xla_form`, selects the XLA form.
     """
 
     def __init__(self, pool_size: int = 3, strides: int = 2, **kwargs):
         kwargs.pop("padding", None)
         kwargs.pop("data_format", None)
         super().__init__(pool_size=pool_size, strides=strides, padding="valid", data_format="channels_last", **kwargs)
-        self.unrolled = False
+        self.use_xla_form = False
 
     def call(self, inputs, training=None):
-        if not (self.unrolled and training):
-            return super().call(inputs)
-        (size, _), (stride, _) = self.pool_size, self.strides
-        rows, cols = (inputs.shape[axis] for axis in (1, 2))
-        out_rows, out_cols = (rows - size) // stride + 1, (cols - size) // stride + 1
-        row_span, col_span = stride * (out_rows - 1) + 1, stride * (out_cols - 1) + 1
-        pooled = None
-        for i in range(size):
-            for j in range(size):
-                window = inputs[:, i : i + row_span : stride, j : j + col_span : stride]
-                pooled = window if pooled is None else tf.maximum(pooled, window)
-        return pooled
+        if self.use_xla_form and training:
+            (size, _), (stride, _) = self.pool_size, self.strides
+            return xla_forms.max_pool(inputs, size, stride)
+        return super().call(inputs)
 
     def get_config(self):
         config = super().get_config()

@@ -254,7 +254,7 @@ class AlexNet(keras.Model):
     def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
         """Compile with the paper's defaults: PaperSGD, softmax cross-entropy on logits, top-1/top-5 error.
 
-        With `jit_compile=True` the pooling layers switch to their XLA-friendly unrolled form for training.
+        With `jit_compile=True` the pooling and LRN layers train with their XLA forms (`alexnet_tf.xla_forms`).
         """
         super().compile(
             optimizer=optimizer if optimizer is not None else PaperSGD(),
@@ -263,8 +263,8 @@ class AlexNet(keras.Model):
             **kwargs,
         )
         for layer in self.layers:
-            if isinstance(layer, OverlappingMaxPooling2D):
-                layer.unrolled = self.jit_compile is True
+            if isinstance(layer, (OverlappingMaxPooling2D, LocalResponseNormalization)):
+                layer.use_xla_form = self.jit_compile is True
 
     def compile_from_config(self, config):
         """Recompile a loaded model as it was saved (optimizer, its slots, loss, metrics, jit_compile)."""

@@ -50,6 +50,45 @@ def test_computes_in_float32_under_float16():
     np.testing.assert_allclose(np.asarray(out, "float32"), numpy_lrn(x), rtol=1e-3)
 
 
+def numpy_lrn_gradient(a: np.ndarray, upstream: np.ndarray, eps: float = 1e-3, **kwargs) -> np.ndarray:
+    """d(sum(upstream * lrn(a)))/da by central differences of `numpy_lrn` in float64."""
+    a = a.astype(np.float64)
+    grad = np.empty_like(a)
+    for index in np.ndindex(a.shape):
+        plus, minus = a.copy(), a.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        grad[index] = np.sum(upstream * (numpy_lrn(plus, **kwargs) - numpy_lrn(minus, **kwargs))) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("kwargs, numpy_kwargs", [
+    ({}, {}),  # the paper's constants: beta = 0.75 takes the rsqrt path
+    ({"bias": 1.0, "alpha": 2e-5}, {"k": 1.0, "alpha": 2e-5}),
+    ({"depth_radius": 1, "beta": 0.5}, {"n": 3, "beta": 0.5}),  # pow path
+])
+def test_xla_form_of_lrn_and_its_gradient_match_numpy(kwargs, numpy_kwargs):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 200, size=(1, 2, 2, 7)).astype("float32")  # large enough that alpha * sum matters
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = LocalResponseNormalization(**kwargs)
+    layer.use_xla_form = True
+
+    @tf.function(jit_compile=True)
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, x)
+
+    y, grad = run(tf.constant(x))
+    np.testing.assert_allclose(y, numpy_lrn(x, **numpy_kwargs), rtol=1e-5)
+    np.testing.assert_allclose(grad, numpy_lrn_gradient(x, upstream, **numpy_kwargs), rtol=1e-3, atol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs", [{"depth_radius": -1}, {"depth_radius": 1.5}, {"bias": 0.0}, {"alpha": -1.0}])
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
@@ -73,23 +112,51 @@ def numpy_max_pool(x: np.ndarray, size: int = 3, stride: int = 2):
     return out, grad
 
 
-@pytest.mark.parametrize("unrolled", [False, True])
-def test_overlapping_pooling_matches_numpy_including_ties(unrolled):
+def _pool_and_gradient(x: np.ndarray, *, use_xla_form: bool, jit: bool, size: int = 3, stride: int = 2):
+    """The layer's training-mode output and d(sum of outputs)/dx, eagerly or XLA-compiled."""
     import tensorflow as tf
 
     from alexnet_tf.layers import OverlappingMaxPooling2D
 
+    layer = OverlappingMaxPooling2D(size, stride)
+    layer.use_xla_form = use_xla_form
+
+    @tf.function(jit_compile=jit)
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        return y, tape.gradient(y, x)
+
+    return run(tf.constant(x))
+
+
+@pytest.mark.parametrize("use_xla_form, jit", [(False, False), (True, False), (True, True)])
+def test_overlapping_pooling_matches_numpy_including_ties(use_xla_form, jit):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, size=(2, 9, 11, 3)).astype("float32")  # small integers: many ties, as after ReLU
     expected, expected_grad = numpy_max_pool(x)
-    layer = OverlappingMaxPooling2D()
-    layer.unrolled = unrolled
-    x_tensor = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x_tensor)
-        y = layer(x_tensor, training=True)
+    y, grad = _pool_and_gradient(x, use_xla_form=use_xla_form, jit=jit)
     np.testing.assert_array_equal(y, expected)
-    np.testing.assert_array_equal(tape.gradient(y, x_tensor), expected_grad)
+    np.testing.assert_array_equal(grad, expected_grad)
+
+
+@pytest.mark.parametrize("shape, size, stride", [
+    ((2, 55, 55, 4), 3, 2),  # conv1's maps: odd side, the last row and column in one window only
+    ((1, 8, 10, 2), 3, 2),  # even sides: the last row and column in no window
+    ((1, 9, 9, 2), 3, 1),
+    ((1, 10, 10, 2), 2, 2),  # non-overlapping
+    ((1, 12, 12, 2), 2, 3),  # gaps between windows: some inputs get no gradient
+])
+def test_xla_form_of_pooling_matches_numpy_for_negative_values_and_other_windows(shape, size, stride):
+    rng = np.random.default_rng(1)
+    x = (rng.integers(-3, 3, size=shape) * 0.5).astype("float32")  # negatives, zeros and ties
+    x[0, :3, :3, 0] = -1.0
+    x[0, 0, 0, 0], x[0, 2, 2, 0] = -0.0, 0.0  # a -0.0 / +0.0 tie: the first (-0.0) takes the gradient
+    expected, expected_grad = numpy_max_pool(x, size, stride)
+    y, grad = _pool_and_gradient(x, use_xla_form=True, jit=True, size=size, stride=stride)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(grad, expected_grad)
 
 
 def test_overlapping_pooling_is_a_keras_layer():

@@ -135,3 +135,27 @@ def test_summary_lists_every_layer_with_its_tower(paper_model):
     assert "60,965,224" in text and "37,752,832" in text
     assert any(line.startswith("conv2_b ") and line.rstrip().endswith("B") for line in text.splitlines())
     assert any(line.startswith("conv3_input ") and line.rstrip().endswith("both") for line in text.splitlines())
+
+
+def test_xla_training_step_matches_the_graph_step():
+    # jit_compile=True switches pooling and LRN to alexnet_tf.xla_forms; one PaperSGD step must make the same
+    # update as the native ops without XLA (dropout off so both steps see the same network).
+    from alexnet_tf.layers import LocalResponseNormalization, OverlappingMaxPooling2D
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(scale=50.0, size=(2, 224, 224, 3)).astype("float32")
+    labels = np.array([1, 3])
+    updates = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = build_alexnet(4, dropout=0.0, init="he")
+        initial = [v.numpy() for v in model.trainable_variables]
+        model.compile(jit_compile=jit)
+        flagged = [layer.use_xla_form for layer in model.layers
+                   if isinstance(layer, (OverlappingMaxPooling2D, LocalResponseNormalization))]
+        assert len(flagged) == 10 and set(flagged) == {jit}
+        model.fit(images, labels, batch_size=2, epochs=1, verbose=0, shuffle=False)
+        updates[jit] = [v.numpy() - w for v, w in zip(model.trainable_variables, initial)]
+    for variable, graph, xla in zip(model.trainable_variables, updates[False], updates[True]):
+        assert np.abs(graph).max() > 0, f"{variable.path} did not move"
+        np.testing.assert_allclose(xla, graph, rtol=1e-3, atol=1e-3 * np.abs(graph).max(), err_msg=variable.path)
