@@ -65,18 +65,9 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.use_xla_form = False
 
     def call(self, inputs, training=None):
-        if self.use_xla_form and training:
-            outputs = xla_forms.local_response_normalization(
-                inputs, self.depth_radius, self.bias, self.alpha, self.beta
-            )
-            return tf.cast(outputs, self.compute_dtype)
-        outputs = tf.nn.local_response_normalization(
-            tf.cast(inputs, "float32"),
-            depth_radius=self.depth_radius,
-            bias=self.bias,
-            alpha=self.alpha,
-            beta=self.beta,
-        )
+        lrn = xla_forms.local_response_normalization if self.use_xla_form and training else \
+            tf.nn.local_response_normalization
+        outputs = lrn(tf.cast(inputs, "float32"), self.depth_radius, self.bias, self.alpha, self.beta)
         return tf.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

@@ -112,7 +112,7 @@ def _negative_power(d: tf.Tensor, beta: float) -> tf.Tensor:
 def local_response_normalization(
     a: tf.Tensor, depth_radius: int, bias: float, alpha: float, beta: float
 ) -> tf.Tensor:
-    """`tf.nn.local_response_normalization` in float32, with its gradient written out.
+    """`tf.nn.local_response_normalization` (same positional arguments) with its gradient written out.
 
     b_i = a_i * d_i^-beta with d_i = k + alpha * sum_{j in window(i)} a_j^2, and
 
@@ -133,4 +133,4 @@ def local_response_normalization(
 
         return b, grad
 
-    return lrn(tf.cast(a, tf.float32))
+    return lrn(a)

@@ -7,6 +7,21 @@ from alexnet_tf import LocalResponseNormalization
 from tests.helpers import check_layer
 
 
+def training_call_and_gradient(layer, x: np.ndarray, upstream: np.ndarray | None = None, *, jit: bool = True):
+    """The layer's training-mode output and d(sum(upstream * output))/dx (upstream defaults to ones)."""
+    import tensorflow as tf
+
+    @tf.function(jit_compile=jit)
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y if upstream is None else y * upstream)
+        return y, tape.gradient(loss, x)
+
+    return run(tf.constant(x))
+
+
 def numpy_lrn(a: np.ndarray, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75) -> np.ndarray:
     """b^i = a^i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} (a^j)^2)^beta, looped as in the paper."""
     a = a.astype(np.float64)
@@ -68,23 +83,12 @@ def numpy_lrn_gradient(a: np.ndarray, upstream: np.ndarray, eps: float = 1e-3, *
     ({"depth_radius": 1, "beta": 0.5}, {"n": 3, "beta": 0.5}),  # pow path
 ])
 def test_xla_form_of_lrn_and_its_gradient_match_numpy(kwargs, numpy_kwargs):
-    import tensorflow as tf
-
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 200, size=(1, 2, 2, 7)).astype("float32")  # large enough that alpha * sum matters
     upstream = rng.normal(size=x.shape).astype("float32")
     layer = LocalResponseNormalization(**kwargs)
     layer.use_xla_form = True
-
-    @tf.function(jit_compile=True)
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-            loss = tf.reduce_sum(y * upstream)
-        return y, tape.gradient(loss, x)
-
-    y, grad = run(tf.constant(x))
+    y, grad = training_call_and_gradient(layer, x, upstream)
     np.testing.assert_allclose(y, numpy_lrn(x, **numpy_kwargs), rtol=1e-5)
     np.testing.assert_allclose(grad, numpy_lrn_gradient(x, upstream, **numpy_kwargs), rtol=1e-3, atol=1e-6)
 
@@ -113,22 +117,12 @@ def numpy_max_pool(x: np.ndarray, size: int = 3, stride: int = 2):
 
 
 def _pool_and_gradient(x: np.ndarray, *, use_xla_form: bool, jit: bool, size: int = 3, stride: int = 2):
-    """The layer's training-mode output and d(sum of outputs)/dx, eagerly or XLA-compiled."""
-    import tensorflow as tf
-
+    """The pooling layer's training-mode output and d(sum of outputs)/dx, eagerly or XLA-compiled."""
     from alexnet_tf.layers import OverlappingMaxPooling2D
 
     layer = OverlappingMaxPooling2D(size, stride)
     layer.use_xla_form = use_xla_form
-
-    @tf.function(jit_compile=jit)
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-        return y, tape.gradient(y, x)
-
-    return run(tf.constant(x))
+    return training_call_and_gradient(layer, x, jit=jit)
 
 
 @pytest.mark.parametrize("use_xla_form, jit", [(False, False), (True, False), (True, True)])
