@@ -156,6 +156,19 @@ def test_xla_training_step_matches_the_graph_step():
         assert len(flagged) == 10 and set(flagged) == {jit}
         model.fit(images, labels, batch_size=2, epochs=1, verbose=0, shuffle=False)
         updates[jit] = [v.numpy() - w for v, w in zip(model.trainable_variables, initial)]
+    # The two paths sum in different orders (oneDNN or Eigen vs XLA), so they agree to float32 rounding: about
+    # sqrt(n) * 2**-24 per reduction of length n <= 9216 over 8 layers, ~5e-5 relative; fc6-fc8 get 1e-3 (20x).
+    # Their gradients come from forward values, which a max pool computes robustly. The conv layers' gradients
+    # also pass *back* through the pools, where two window values closer than the paths' rounding difference
+    # (a near-tie) can send one position's gradient to its neighbour in one path and not in the other: on an
+    # avx512_bf16 EPYC that moved tower A's conv1/conv2 updates by 2e-3 (relative L2) while tower B agreed to
+    # 1.6e-6. Such a flip moves one of the P >= 2 * 13 * 13 positions a kernel's gradient sums, so the conv layers
+    # get 2e-2 in relative L2 norm; the bugs this test is for move it by far more (halving the LRN gradient's
+    # second term: 0.17 to 0.54 on every conv layer).
     for variable, graph, xla in zip(model.trainable_variables, updates[False], updates[True]):
         assert np.abs(graph).max() > 0, f"{variable.path} did not move"
-        np.testing.assert_allclose(xla, graph, rtol=1e-3, atol=1e-3 * np.abs(graph).max(), err_msg=variable.path)
+        if variable.path.startswith("fc"):
+            np.testing.assert_allclose(xla, graph, rtol=1e-3, atol=1e-3 * np.abs(graph).max(), err_msg=variable.path)
+        else:
+            relative = np.linalg.norm(xla - graph) / np.linalg.norm(graph)
+            assert relative < 2e-2, f"{variable.path}: XLA and graph updates differ by {relative:.2e} (L2)"

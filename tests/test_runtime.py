@@ -28,7 +28,10 @@ def test_importing_alexnet_tf_turns_on_the_bfc_cpu_allocator():
 
 
 def test_the_users_choice_wins():
-    assert probe(TF_CPU_ALLOCATOR_USE_BFC="false") == "false default"
+    # What the project controls is the variable: a user's value reaches TensorFlow untouched. Which allocator
+    # TensorFlow then picks for "false" is its own business and differs by CPU (with oneDNN on an avx512_bf16
+    # EPYC it still reported BFC statistics), so only the variable is checked here.
+    assert probe(TF_CPU_ALLOCATOR_USE_BFC="false").split()[0] == "false"
 
 
 def test_nothing_is_set_once_tensorflow_is_imported(monkeypatch):
