@@ -117,17 +117,32 @@ def _add_train(commands) -> None:
         "preset, then a --config file (JSON or YAML, any subset of the model/data/train sections), then the flags "
         "below and --set SECTION.KEY=VALUE. Running the same command again resumes from the last backup.",
     )
-    parser.add_argument("--preset", choices=("paper", "demo", "smoke"),
-                        help="starting point (default: demo for --data demo, paper otherwise)")
+    parser.add_argument("--preset", choices=("paper", "demo", "finetune", "smoke"),
+                        help="starting point (default: finetune with --init-from, demo for --data demo, paper "
+                        "otherwise)")
     parser.add_argument("--config", help="JSON or YAML file with model/data/train settings")
-    parser.add_argument("--data", help="demo | folder:DIR | records:DIR | tfds:NAME[:SPLIT] (default: demo)")
+    parser.add_argument("--data", help="demo | demo-transfer | folder:DIR | records:DIR | tfds:NAME[:SPLIT] "
+                        "(default: the preset's: demo, or demo-transfer for finetune)")
+    parser.add_argument("--init-from", metavar="SOURCE",
+                        help="start from trained weights: a run directory (its best.keras, else final.keras) or a "
+                        ".keras file; weights only (fresh optimizer and schedule), fc8 re-made when the class count "
+                        "differs, the source's LRN and input scale adopted")
+    parser.add_argument("--freeze", metavar="NAMES",
+                        help="with --init-from: comma-separated paper layers to keep fixed (conv1..conv5, fc6, fc7; "
+                        "'conv' = conv1-conv5), both towers")
     parser.add_argument("--run-dir", help="where the run goes (default: runs/<preset>)")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--schedule", choices=("plateau", "step", "constant"))
-    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+                        help="auto: float32 or, where the hardware computes it natively (avx512_bf16/AMX CPUs, "
+                        "tensor-core GPUs), mixed precision, whichever a timed trial finds fastest (default: demo "
+                        "auto, paper float32)")
+    parser.add_argument("--jit", choices=("auto", "on", "off"),
+                        help="XLA-compile the training step; auto (default) times both once per machine and "
+                        "keeps the faster (the choice is cached under $ALEXNET_TF_CACHE)")
     parser.add_argument("--init", choices=("paper", "he", "caffe"))
     parser.add_argument("--parallel", choices=("none", "towers", "data"),
                         help="towers: one tower per GPU (the paper's model parallelism); data: MirroredStrategy")
@@ -135,7 +150,7 @@ def _add_train(commands) -> None:
                         help="multi_worker: MultiWorkerMirroredStrategy, cluster from TF_CONFIG")
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--seed", type=int, help="data order, augmentation and initialisation")
-    parser.add_argument("--no-xla", action="store_true", help="run the training step without XLA")
+    parser.add_argument("--no-xla", action="store_true", help="the same as --jit off")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="any other setting, e.g. --set train.warmup_epochs=1 (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -144,32 +159,39 @@ def _add_train(commands) -> None:
 
 
 def resolve_config(args):
-    """Preset, then config file, then flags: the resolved Config (raises UserError on a bad setting)."""
+    """Preset, then an --init-from source's architecture, then the config file, then flags: the resolved Config
+    (raises UserError on a bad setting or an unusable source)."""
     from alexnet_tf import config as config_module
+    from alexnet_tf import finetune
 
     try:
         file_values = config_module.load(args.config) if args.config else {}
-        data = args.data or file_values.get("data", {}).get("dataset") or "demo"
-        name = args.preset or file_values.get("preset") or ("demo" if data == "demo" else "paper")
         flags = {
-            "data.dataset": data, "data.manual_dir": args.manual_dir, "data.data_dir": args.data_dir,
+            "data.dataset": args.data, "data.manual_dir": args.manual_dir, "data.data_dir": args.data_dir,
             "data.label_offset": args.label_offset, "data.num_classes": args.num_classes,
             "train.epochs": args.epochs, "train.batch_size": args.batch_size,
             "train.learning_rate": args.learning_rate, "train.schedule": args.schedule,
             "train.precision": args.precision, "model.init": args.init, "train.parallel": args.parallel,
             "train.strategy": args.strategy, "train.steps_per_epoch": args.steps_per_epoch,
+            "train.jit_compile": "off" if args.no_xla else args.jit,
+            "train.init_from": args.init_from, "train.freeze": args.freeze,
         }
         if args.seed is not None:
             flags.update({"data.seed": args.seed, "train.seed": args.seed})
-        if args.no_xla:
-            flags["train.jit_compile"] = False
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--set wants SECTION.KEY=VALUE, got {item!r}")
             flags[key.strip()] = value.strip()
         values = {k: v for k, v in flags.items() if v is not None}
-        return config_module.preset(name).override(file_values).override(values)
+        init_from = values.get("train.init_from") or file_values.get("train", {}).get("init_from")
+        data = values.get("data.dataset") or file_values.get("data", {}).get("dataset")
+        name = args.preset or file_values.get("preset") or (
+            "finetune" if init_from else "demo" if data in (None, "demo") else "paper")
+        base = config_module.preset(name)
+        if init_from:  # the source's architecture wins over the preset's; the user's own settings win over both
+            base = base.override(finetune.adopted_architecture(init_from))
+        return base.override(file_values).override(values)
     except (ValueError, FileNotFoundError) as error:
         raise UserError(str(error)) from None
 
@@ -180,12 +202,13 @@ def _run_train(args) -> None:
         print(config.to_json(), end="")
         return
     from alexnet_tf.data.sources import DatasetError
+    from alexnet_tf.finetune import SourceError
     from alexnet_tf.train import TrainingError, format_summary, train
 
     run_dir = args.run_dir or os.path.join("runs", config.preset)
     try:
         result = train(config, run_dir, fresh=args.fresh)
-    except (DatasetError, TrainingError) as error:
+    except (DatasetError, TrainingError, SourceError) as error:
         raise UserError(str(error)) from None
     print(format_summary(result))
 

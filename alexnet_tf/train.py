@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import atomic, placement
+from alexnet_tf import atomic, execution, finetune, placement
 from alexnet_tf.config import Config
 from alexnet_tf.data import demo, pipeline
 from alexnet_tf.data.prepare import prepare
@@ -189,22 +189,82 @@ class AtomicBestModel(keras.callbacks.Callback):
             _save_keras_atomic(self.model, self.path)
 
 
-def _check_run_dir(run_dir: pathlib.Path, config: Config) -> bool:
-    """True when run_dir holds a run of the same config (resume); raise when it holds a different one."""
+def _check_run_dir(run_dir: pathlib.Path, config: Config) -> Config | None:
+    """The config to resume with when run_dir holds a run of this config (settings asked as "auto" take the
+    values the run chose), None when it holds no run; raise when it holds a different one."""
     saved = run_dir / "config.json"
     if not saved.is_file():
-        return False
+        return None
     previous = json.loads(saved.read_text())
     ignore = ("epochs", "backup_every", "validation_every")  # a larger --epochs continues a finished run
+    chosen = {}
     for section in ("model", "data", "train"):
         for key, value in previous.get(section, {}).items():
             current = getattr(getattr(config, section), key, value)
-            if key not in ignore and current != value:
+            if current == "auto" or (key == "init_from_sha256" and current is None):
+                chosen[f"{section}.{key}"] = value  # a run keeps the path it chose and the source it recorded
+            elif key not in ignore and current != value:
                 raise TrainingError(
                     f"{run_dir} holds a run with {section}.{key}={value!r}, not {current!r}: "
                     "use another --run-dir, or --fresh to start this one over"
                 )
-    return True
+    return config.override(chosen)
+
+
+def _read_source(config: Config) -> finetune.Source:
+    """The --init-from source's weights, checked against the hash the run recorded when it started."""
+    try:
+        source = finetune.read_source(config.train.init_from)
+        source.check_architecture(config.model)
+    except finetune.SourceError as error:
+        raise TrainingError(str(error)) from None
+    recorded = config.train.init_from_sha256
+    if recorded and recorded != source.sha256:
+        raise TrainingError(f"--init-from {config.train.init_from}: its weights changed since this run started "
+                            f"(sha256 {source.sha256[:12]}..., recorded {recorded[:12]}...): use --fresh or another "
+                            "--run-dir")
+    return source
+
+
+def _build_model(config: Config, num_classes: int, towers, path: execution.ExecutionPath,
+                 source: finetune.Source | None = None):
+    """The compiled network as the config says, with the execution path's precision and XLA setting, the source's
+    weights copied in and the `freeze` layers fixed."""
+    model = build_alexnet(num_classes, tower_devices=towers, dropout=config.model.dropout, init=config.model.init,
+                          lrn=config.model.lrn, input_scale=config.model.input_scale, dtype=path.precision)
+    if source is not None:
+        finetune.copy_weights(source, model)
+    finetune.freeze(model, finetune.freeze_names(config.train.freeze))
+    model.compile(optimizer=PaperSGD(config.train.learning_rate, config.train.momentum, config.train.weight_decay),
+                  jit_compile=path.xla)
+    return model
+
+
+def execution_trial(config: Config, num_classes: int, towers, replicas: int) -> tuple[list, int, dict]:
+    """(candidate paths, per-replica batch, what the timings depend on besides the machine) for this run."""
+    t = config.train
+    paths = execution.candidates(t.precision, t.jit_compile, mixed=execution.native_mixed_precisions(),
+                                 xla_allowed=replicas == 1)
+    batch = max(1, t.batch_size // replicas)
+    trial = {"batch": batch, "classes": num_classes, "model": dataclasses.asdict(config.model),
+             "towers": list(towers or []), "freeze": config.train.freeze}
+    return paths, batch, trial
+
+
+def execution_cache() -> execution.PathCache:
+    return execution.PathCache(demo.cache_root() / "execution-paths.json")
+
+
+def choose_execution_path(config: Config, num_classes: int, towers, replicas: int) -> execution.Choice:
+    """Resolve `precision` and `jit_compile` "auto" for this machine: a timed trial of each candidate the first
+    time, the cached timings afterwards (`alexnet_tf.execution`)."""
+    paths, batch, trial = execution_trial(config, num_classes, towers, replicas)
+
+    def measure(path):
+        return execution.time_path(path, lambda p: _build_model(config, num_classes, towers, p), batch,
+                                   num_classes=num_classes)
+
+    return execution.choose(paths, measure, cache=execution_cache(), trial=trial)
 
 
 def train(
@@ -212,10 +272,17 @@ def train(
 ) -> TrainResult:
     """Train AlexNet as `config` says, in `run_dir` (resuming a run of the same config found there)."""
     run_dir = pathlib.Path(run_dir)
+    resumed = None if fresh else _check_run_dir(run_dir, config)
+    resuming = resumed is not None
+    config = resumed or config
+    backup = run_dir / "checkpoints" / "latest.weights.h5"
+    # A fine-tuning run reads its source once, before anything is written; after that its own backups carry on.
+    source = None
+    if config.train.init_from and not (resuming and backup.is_file()):
+        source = _read_source(config)
+        config = config.override({"train.init_from_sha256": source.sha256})
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    resuming = _check_run_dir(run_dir, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     # Before any TF op runs: MultiWorkerMirroredStrategy configures collectives at program start-up.
     strategy, towers = make_strategy(config)
@@ -230,7 +297,16 @@ def train(
                                                                              len(train_source))
     steps_per_epoch = config.train.steps_per_epoch or max(1, examples // config.train.batch_size)
 
+    # --- execution path: precision and XLA, timed once per machine when "auto" ---
+    replicas = strategy.num_replicas_in_sync
+    if config.train.jit_compile != "off" and replicas > 1:
+        print(f"XLA is off: {replicas} replicas (collectives under XLA are not supported on every device)")
+    choice = choose_execution_path(config, num_classes, towers, replicas)
+    config = config.override({"train.precision": choice.path.precision,
+                              "train.jit_compile": "on" if choice.path.xla else "off"})
+
     # --- the run directory's inputs ---
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(run_dir / "config.json", config.to_json())
     atomic.write_text(run_dir / "labels.txt", "\n".join(train_source.classes) + "\n")
     if train_source.stats_path is not None:
@@ -241,16 +317,19 @@ def train(
     # --- model ---
     keras.utils.set_random_seed(config.train.seed)
     keras.mixed_precision.set_global_policy(config.train.precision)
-    replicas = strategy.num_replicas_in_sync
-    jit = config.train.jit_compile and replicas == 1
-    if config.train.jit_compile and not jit:
-        print(f"XLA is off: {replicas} replicas (collectives under XLA are not supported on every device)")
     with strategy.scope():
-        model = build_alexnet(num_classes, tower_devices=towers, dropout=config.model.dropout,
-                              init=config.model.init, lrn=config.model.lrn, input_scale=config.model.input_scale,
-                              dtype=config.train.precision)
-        model.compile(optimizer=PaperSGD(config.train.learning_rate, config.train.momentum,
-                                         config.train.weight_decay), jit_compile=jit)
+        model = _build_model(config, num_classes, towers, choice.path, source)
+    if source is not None:
+        # The copied weights are the run's first backup, so a crash before the first regular one resumes from
+        # them, not from a random init, and the source is never needed again.
+        model.optimizer.build(model.trainable_variables)
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        tmp = backup.with_name(".start.tmp.weights.h5")
+        model.save_weights(tmp)
+        tmp.replace(backup)
+        frozen = finetune.freeze_names(config.train.freeze)
+        print(f"starting from {source.path} (weights sha256 {source.sha256[:12]}...)"
+              + (f"; frozen: {', '.join(frozen)}" if frozen else ""))
 
     # --- pipelines ---
     # Skipped records are counted per finite pass; with --steps-per-epoch the data repeats, and records still in
@@ -291,7 +370,7 @@ def train(
 
     print(f"training {config.preset!r} preset: {examples} images, {num_classes} classes, batch "
           f"{config.train.batch_size}, {steps_per_epoch} steps x {config.train.epochs} epochs, "
-          f"{config.train.precision}, {'XLA' if jit else 'no XLA'}, {replicas} replica(s) -> {run_dir}")
+          f"{choice.describe(config.train.batch_size // replicas)}, {replicas} replica(s) -> {run_dir}")
     if resuming and (run_dir / "checkpoints").is_dir():
         print(f"resuming from the last backup in {run_dir / 'checkpoints'}")
     # An epoch is one pass over the data, whose batch count tf.data cannot know (dropped unreadable records):

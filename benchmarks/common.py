@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -25,24 +24,6 @@ def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> 
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def fit_step_times(model, dataset, steps: int, warmup: int = 2) -> list[float]:
-    """Seconds of each `model.fit` step (the first `warmup` include tracing and compilation), `warmup + steps`
-    steps of one epoch."""
-    import keras
-
-    times: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
-    model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[Timer()], shuffle=False)
-    return times
 
 
 def matmul_peak_gflops(dtype: str = "float32", sizes=(1024, 2048, 3072), repeats: int = 5) -> float:
@@ -84,11 +65,15 @@ def train_flops_per_image(model) -> int:
 
 
 def machine() -> dict:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: the CPU's model name and the flags that decide TensorFlow's kernels."""
     import tensorflow as tf
 
+    from alexnet_tf import execution
+
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": execution.cpu_model(),
+        "flags": sorted(execution.cpu_flags() & {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                                                  "amx_tile"}),
         "cores": os.cpu_count(),
         "tensorflow": tf.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M"),

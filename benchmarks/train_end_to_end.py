@@ -32,6 +32,7 @@ def main() -> None:
     from alexnet_tf.config import preset
     from alexnet_tf.data import pipeline
     from alexnet_tf.data.sources import open_dataset
+    from alexnet_tf.execution import fit_step_times
     from alexnet_tf.train import prepared_uri
 
     source = open_dataset(prepared_uri(preset("demo")), "train")
@@ -46,7 +47,7 @@ def main() -> None:
     rows = []
     for name, dataset in (("synthetic in-memory batch", synthetic), ("prepared shards, full augmentation", real),
                           ("synthetic in-memory batch (again)", synthetic)):
-        seconds = statistics.median(common.fit_step_times(model, dataset, args.steps)[2:])
+        seconds = statistics.median(fit_step_times(model, dataset, args.steps)[2:])
         rows.append({"input": name, "batch": args.batch, "step_s": round(seconds, 3),
                      "images_per_s": round(args.batch / seconds, 2)})
     synthetic_rate = statistics.mean([rows[0]["images_per_s"], rows[2]["images_per_s"]])

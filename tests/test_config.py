@@ -19,7 +19,9 @@ def test_json_round_trip_and_overrides(tmp_path):
     c = config.preset("demo")
     assert config.Config.from_dict(json.loads(c.to_json())) == c
     c2 = c.override({"train.epochs": "7", "data.seed": "none", "train.jit_compile": "false"})
-    assert (c2.train.epochs, c2.data.seed, c2.train.jit_compile) == (7, None, False)
+    assert (c2.train.epochs, c2.data.seed, c2.train.jit_compile) == (7, None, "off")
+    # A config.json written before "auto" existed stored jit_compile as a bool.
+    assert c.override({"train": {"jit_compile": True}}).train.jit_compile == "on"
     (tmp_path / "run.yaml").write_text("train:\n  batch_size: 64\nmodel:\n  dropout: 0.3\n")
     c3 = c.override(config.load(tmp_path / "run.yaml"))
     assert (c3.train.batch_size, c3.model.dropout, c3.train.epochs) == (64, 0.3, c.train.epochs)
@@ -28,6 +30,7 @@ def test_json_round_trip_and_overrides(tmp_path):
 @pytest.mark.parametrize("values, message", [
     ({"train.batch_size": 0}, "batch_size"),
     ({"train.precision": "float8"}, "precision"),
+    ({"train.jit_compile": "sometimes"}, "jit_compile"),
     ({"model.init": "xavier"}, "init"),
     ({"train.bogus": 1}, "unknown train setting"),
     ({"optimizer.lr": 1}, "unknown config section"),
