@@ -113,11 +113,22 @@ def _optimizer_iterations(checkpoints) -> int:
     return int(model.optimizer.iterations.numpy())
 
 
+@pytest.fixture
+def nan_source(tmp_path):
+    """A model whose fc8 bias is NaN: every logit is NaN on every CPU, so the first loss is NaN for certain."""
+    model = build_alexnet(10, init="he", input_scale=1 / 64)
+    kernel, bias = model.get_layer("fc8").get_weights()
+    model.get_layer("fc8").set_weights([kernel, np.full_like(bias, np.nan)])
+    model.save(tmp_path / "nan.keras")
+    return tmp_path / "nan.keras"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "folder:/does/not/exist"], "is not a directory"),
-    (["--learning-rate", "1e9", "--set", "train.warmup_epochs=0"], "NaN"),
+    (["--init-from", "NAN_SOURCE"], "NaN"),
 ])
-def test_clear_errors(demo_cache, tmp_path, args, message):
+def test_clear_errors(demo_cache, nan_source, tmp_path, args, message):
+    args = [str(nan_source) if a == "NAN_SOURCE" else a for a in args]
     result = run_cli("train", "--preset", "smoke", "--run-dir", str(tmp_path / "run"), *args)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert message in result.stderr
@@ -161,3 +172,23 @@ def test_two_workers_train_together_and_agree(demo_cache, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert int(models[0].optimizer.iterations.numpy()) == 2
     assert len(models[0].get_weights()) == len(initial.get_weights())
+
+
+def test_auto_takes_the_cached_choice_of_this_machine(demo_cache, tmp_path):
+    # Fake timings in the cache say the graph path is 3x faster here: `--jit auto` must take it without a trial.
+    from alexnet_tf import config as config_module
+    from alexnet_tf import execution, train
+
+    config = config_module.preset("smoke").override({"train.jit_compile": "auto"})
+    paths, _, trial = train.execution_trial(config, 10, None, 1)
+    assert [p.precision for p in paths] == ["float32", "float32"]  # the smoke preset asks for float32
+    cache = train.execution_cache()
+    cache.put(execution.PathCache.key(trial, paths), {
+        "measured": "2026-01-01 00:00",
+        "seconds_per_step": {"float32 + XLA": 3.0, "float32 + graph": 1.0}})
+    result = run_cli("train", "--preset", "smoke", "--jit", "auto", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "float32 + graph (images/s: float32 + graph 4.0, float32 + XLA 1.3; cached from 2026-01-01" in result.stdout
+    assert "timing 2 candidates" not in result.stdout
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert (saved["precision"], saved["jit_compile"]) == ("float32", "off")  # the run records what it ran

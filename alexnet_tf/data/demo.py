@@ -1,4 +1,8 @@
-"""The built-in demo data set: ten classes of rendered shapes on cluttered, noisy backgrounds, made on first use.
+"""The built-in demo data sets: rendered shapes on cluttered, noisy backgrounds, made on first use.
+
+`demo` has ten classes of shapes with 230 training and 50 validation images each; `demo-transfer`, for fine-tuning,
+has eight other shapes with 30 and 20, and shares nothing with `demo` but the kind of image (its own classes and
+seed).
 
 Every image is drawn from its own seed (data set seed, split, class, index), so the set is the same on every machine.
 The class is the shape alone: colour, size, rotation, position, background, clutter and noise are random (objects
@@ -19,6 +23,9 @@ import numpy as np
 CLASSES = ("arrow", "circle", "crescent", "cross", "heart", "hexagon", "ring", "square", "star", "triangle")
 SPLITS = {"train": 230, "validation": 50}
 """Images per class in each split."""
+TRANSFER_CLASSES = ("bowtie", "chevron", "diamond", "ellipse", "lshape", "pentagon", "semicircle", "tee")
+TRANSFER_SPLITS = {"train": 30, "validation": 20}
+TRANSFER_SEED = 2013
 VERSION = 6
 """Bump when the renderer or the split sizes change, so caches of older sets are not reused."""
 
@@ -62,6 +69,26 @@ def _shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if name == "heart":
         x, y = 1.25 * u, -1.25 * v + 0.25
         return (x * x + y * y - 1) ** 3 - x * x * y**3 < 0
+    if name == "diamond":
+        return np.abs(u) + np.abs(v) < 0.95
+    if name == "ellipse":
+        return u * u + v * v / 0.3 < 1.0
+    if name == "pentagon":
+        mask = np.ones_like(u, bool)
+        for k in range(5):
+            angle = np.pi / 2 + 2 * np.pi * k / 5
+            mask &= u * np.cos(angle) + v * np.sin(angle) < 0.78
+        return mask
+    if name == "semicircle":
+        return (r2 < 1.0) & (v < 0.2)
+    if name == "bowtie":
+        return (np.abs(v) < 0.9 * np.abs(u)) & (np.abs(u) < 0.95)
+    if name == "chevron":
+        return (np.abs(u) < 0.9) & (v - 0.9 * np.abs(u) > -0.55) & (v - 0.9 * np.abs(u) < -0.05)
+    if name == "lshape":
+        return ((np.abs(u + 0.6) < 0.25) & (np.abs(v) < 0.9)) | ((np.abs(v - 0.65) < 0.25) & (np.abs(u) < 0.85))
+    if name == "tee":
+        return ((np.abs(v + 0.65) < 0.25) & (np.abs(u) < 0.9)) | ((np.abs(u) < 0.25) & (np.abs(v) < 0.9))
     if name == "arrow":
         shaft = (np.abs(v) < 0.17) & (u > -0.95) & (u < 0.15)
         head = (u >= 0.15) & (u < 0.95) & (np.abs(v) < 0.62 * (0.95 - u) / 0.8)
@@ -150,8 +177,14 @@ def _write(path: pathlib.Path, class_name: str, seed: tuple[int, ...]) -> None:
     path.write_bytes(tf.io.encode_jpeg(render(class_name, seed), quality=quality).numpy())
 
 
+def ensure_transfer(progress: bool = True) -> pathlib.Path:
+    """Make the `demo-transfer` set under `cache_root()/demo-transfer-v<VERSION>` unless it is there; return it."""
+    return ensure_demo(cache_root() / f"demo-transfer-v{VERSION}", seed=TRANSFER_SEED, per_class=TRANSFER_SPLITS,
+                       classes=TRANSFER_CLASSES, progress=progress)
+
+
 def ensure_demo(root: str | pathlib.Path | None = None, *, seed: int = 2012, per_class: dict | None = None,
-                progress: bool = True) -> pathlib.Path:
+                classes: tuple[str, ...] = CLASSES, progress: bool = True) -> pathlib.Path:
     """Make the demo set under `root` (default `cache_root()/demo-v<VERSION>`) unless it is there; return root.
 
     Generation runs in threads (NumPy and TF's JPEG encoder release the GIL) into `<root>.tmp`, renamed when
@@ -165,7 +198,7 @@ def ensure_demo(root: str | pathlib.Path | None = None, *, seed: int = 2012, per
     shutil.rmtree(tmp, ignore_errors=True)
     jobs = []
     for split, count in per_class.items():
-        for class_id, name in enumerate(CLASSES):
+        for class_id, name in enumerate(classes):
             (tmp / split / name).mkdir(parents=True, exist_ok=True)
             for index in range(count):
                 jobs.append((tmp / split / name / f"{name}_{index:04d}.jpg", name,
@@ -174,14 +207,14 @@ def ensure_demo(root: str | pathlib.Path | None = None, *, seed: int = 2012, per
     if progress:
         import keras
 
-        print(f"making the demo data set ({len(jobs)} images, once) in {root}")
+        print(f"making the {root.name.rpartition('-v')[0]} data set ({len(jobs)} images, once) in {root}")
         bar = keras.utils.Progbar(len(jobs), unit_name="image")
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for done, future in enumerate(concurrent.futures.as_completed(pool.submit(_write, *job) for job in jobs)):
             future.result()
             if bar is not None and (done % 50 == 49 or done == len(jobs) - 1):
                 bar.update(done + 1)
-    (tmp / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
     return root

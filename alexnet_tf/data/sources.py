@@ -147,6 +147,7 @@ def open_dataset(
     """Open one split of the data set named by `uri`.
 
     - `demo`: the built-in rendered-shapes set, made on first use under `demo.cache_root()`.
+    - `demo-transfer`: the small second built-in set (other shapes, 30 + 20 images per class) for fine-tuning.
     - `folder:DIR`: `DIR/train/<class>/*` and `DIR/validation/<class>/*`, or a flat `DIR/<class>/*` of which a fixed
       10% of each class (by file-name hash) is the validation split.
     - `records:DIR`: `DIR/<split>-NNNNN-of-NNNNN` shards; labels are made 0-based with the manifest's label offset,
@@ -157,6 +158,8 @@ def open_dataset(
     kind, _, rest = uri.partition(":")
     if uri == "demo":
         return _open_folder(demo.ensure_demo(), split, uri)
+    if uri == "demo-transfer":
+        return _open_folder(demo.ensure_transfer(), split, uri)
     if kind == "folder" and rest:
         return _open_folder(pathlib.Path(rest).expanduser(), split, uri)
     if kind == "records" and rest:
@@ -165,7 +168,7 @@ def open_dataset(
         name, _, tfds_split = rest.partition(":")
         return _open_tfds(name, tfds_split or split, split, uri, manual_dir, data_dir)
     raise DatasetError(
-        f"unknown data set {uri!r}: use 'demo', 'folder:DIR', 'records:DIR' or 'tfds:NAME[:SPLIT]'"
+        f"unknown data set {uri!r}: use 'demo', 'demo-transfer', 'folder:DIR', 'records:DIR' or 'tfds:NAME[:SPLIT]'"
     )
 
 
