@@ -190,7 +190,8 @@ def resolve_config(args):
             "finetune" if init_from else "demo" if data in (None, "demo") else "paper")
         base = config_module.preset(name)
         if init_from:  # the source's architecture wins over the preset's; the user's own settings win over both
-            base = base.override(finetune.adopted_architecture(init_from))
+            run_dir = None if args.fresh else (args.run_dir or os.path.join("runs", name))
+            base = base.override(finetune.adopted_architecture(init_from, run_dir))
         return base.override(file_values).override(values)
     except (ValueError, FileNotFoundError) as error:
         raise UserError(str(error)) from None

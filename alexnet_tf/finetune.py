@@ -51,8 +51,17 @@ def source_config(source: str | pathlib.Path) -> dict:
     return saved["config"]
 
 
-def adopted_architecture(source: str | pathlib.Path) -> dict[str, object]:
-    """`{"model.lrn": ..., "model.input_scale": ...}`: the source's architecture settings, as config overrides."""
+def adopted_architecture(source: str | pathlib.Path, run_dir: str | pathlib.Path | None = None) -> dict[str, object]:
+    """`{"model.lrn": ..., "model.input_scale": ...}`: the source's architecture settings, as config overrides.
+
+    When `run_dir` holds a run that started from this source, they come from its config.json: a resumed run never
+    reads its source again (it may be gone by then).
+    """
+    saved = pathlib.Path(run_dir) / "config.json" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        run = json.loads(saved.read_text())
+        if run.get("train", {}).get("init_from") == str(source):
+            return {f"model.{key}": run["model"][key] for key in ARCHITECTURE_KEYS if key in run.get("model", {})}
     config = source_config(source)
     return {f"model.{key}": config[key] for key in ARCHITECTURE_KEYS if key in config}
 

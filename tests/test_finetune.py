@@ -168,3 +168,11 @@ def test_an_architecture_clash_is_refused_before_anything_is_written(source, dem
                      "--run-dir", str(run_dir))
     assert result.returncode == 2 and "layer conv1_a_lrn" in result.stderr, result.stderr[-2000:]
     assert not run_dir.exists()
+
+
+def test_a_started_run_adopts_the_architecture_it_recorded_without_reading_the_source(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"lrn": "caffe", "input_scale": 0.5},
+                                                      "train": {"init_from": "gone.keras"}}))
+    assert finetune.adopted_architecture("gone.keras", tmp_path) == {"model.lrn": "caffe", "model.input_scale": 0.5}
+    with pytest.raises(finetune.SourceError, match="no such file"):  # another run: the source is read
+        finetune.adopted_architecture("gone.keras", tmp_path / "elsewhere")
