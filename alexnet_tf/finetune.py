@@ -110,7 +110,7 @@ def read_source(source: str | pathlib.Path) -> Source:
     path = source_file(source)
     source_config(path)  # a clear error for a file that is not one of ours, before Keras tries to load it
     try:
-        model = load_model(path)
+        model = load_model(path, compile=False)  # weights only: no optimizer slots to allocate
     except Exception as error:  # noqa: BLE001 - Keras raises anything from a damaged archive; say so in one line
         raise SourceError(f"--init-from {source}: cannot load the model ({type(error).__name__}: {error})") from None
     if not isinstance(model, AlexNet):

@@ -369,9 +369,10 @@ def paper_layer_of(layer_name: str) -> str | None:
     return head if head in PAPER_LAYERS else None
 
 
-def load_model(path) -> AlexNet:
-    """Load a `.keras` file written by `AlexNet.save`, with this package's layers, optimizer and metrics registered."""
+def load_model(path, *, compile: bool = True) -> AlexNet:
+    """Load a `.keras` file written by `AlexNet.save`, with this package's layers, optimizer and metrics registered
+    (`compile=False`: the network and its weights only, no optimizer state)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
-    return keras.saving.load_model(path)
+    return keras.saving.load_model(path, compile=compile)
