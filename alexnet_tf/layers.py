@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from alexnet_tf import xla_forms
+from alexnet_tf import lrn, xla_forms
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -23,9 +23,10 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     The normalization is computed in float32 even under a mixed-precision policy (squares of ReLU outputs
     overflow float16 and lose the small alpha term in bfloat16); the result is cast back to the compute dtype.
-    When `use_xla_form` is set (AlexNet sets it when compiled with `jit_compile=True`), training calls use
-    `xla_forms.local_response_normalization`: the same formula with a written-out gradient and, for beta = 0.75,
-    no `pow`, which XLA compiles to an `exp(log(...))` per element on a CPU.
+    It is `alexnet_tf.lrn.local_response_normalization` (the formula with its gradient written out and, for beta =
+    0.75, no `pow`), not TensorFlow's slow CPU kernels: the channel-window sums are one matmul with a band matrix,
+    or, when `use_xla_form` is set (AlexNet sets it when compiled with `jit_compile=True`), shifted slices that XLA
+    fuses.
 
     Args:
         depth_radius: half-width n/2 of the channel window; the window holds `2 * depth_radius + 1` channels.
@@ -35,7 +36,6 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     Call arguments:
         inputs: a 4-D tensor `(batch, height, width, channels)`.
-        training: with `use_xla_form`, selects the XLA form.
 
     Example:
 
@@ -65,10 +65,11 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = float(beta)
         self.use_xla_form = False
 
-    def call(self, inputs, training=None):
-        lrn = xla_forms.local_response_normalization if self.use_xla_form and training else \
-            tf.nn.local_response_normalization
-        outputs = lrn(tf.cast(inputs, "float32"), self.depth_radius, self.bias, self.alpha, self.beta)
+    def call(self, inputs):
+        window_sum = lrn.shifted_slices_sum if self.use_xla_form else lrn.band_matmul_sum
+        outputs = lrn.local_response_normalization(
+            tf.cast(inputs, "float32"), self.depth_radius, self.bias, self.alpha, self.beta, window_sum
+        )
         return tf.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -90,12 +91,11 @@ class CrossTowerLocalResponseNormalization(LocalResponseNormalization):
 
     Call arguments:
         inputs: `[tower_a, tower_b]`, NHWC tensors of the same height and width.
-        training: with `use_xla_form`, selects the XLA form.
     """
 
-    def call(self, inputs, training=None):
+    def call(self, inputs):
         tower_a, tower_b = inputs
-        both = super().call(tf.concat([tower_a, tower_b], axis=-1), training=training)
+        both = super().call(tf.concat([tower_a, tower_b], axis=-1))
         return tf.split(both, [tower_a.shape[-1], tower_b.shape[-1]], axis=-1)
 
     def compute_output_shape(self, input_shape):

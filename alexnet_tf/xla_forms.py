@@ -1,9 +1,9 @@
-"""Max pooling and LRN written so that XLA compiles their training passes well on a CPU.
+"""Max pooling written so that XLA compiles its training pass well on a CPU.
 
-XLA's own lowering of both is slow there: the gradient of max pooling (select-and-scatter, or, for a pool
-unrolled into strided slices, one full-size padded tensor per window position, each recomputing the window's
-argmax) and LRN's `pow` (an `exp(log(...))` per element, forward and backward). These forms give the same
-numbers with a hand-written gradient; AlexNet's training step is 1.14x faster with them (README, Performance).
+XLA's own lowering of its gradient is slow there (select-and-scatter, or, for a pool unrolled into strided slices,
+one full-size padded tensor per window position, each recomputing the window's argmax). This form gives the same
+numbers with a hand-written gradient; with it and LRN's shifted-slices form (`alexnet_tf.lrn`), AlexNet's XLA
+training step is 1.14x faster (README, Performance).
 """
 
 from __future__ import annotations
@@ -89,48 +89,3 @@ def max_pool(x: tf.Tensor, size: int, stride: int) -> tf.Tensor:
         return tf.cast(pooled, dtype), grad
 
     return pool(x)
-
-
-def _channel_window_sum(x: tf.Tensor, radius: int) -> tf.Tensor:
-    """sum_{j=i-radius}^{i+radius} x_j over the last axis, zero beyond the edges (shifted slices XLA fuses)."""
-    channels = x.shape[-1]
-    padded = tf.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]])
-    total = padded[..., :channels]
-    for shift in range(1, 2 * radius + 1):
-        total += padded[..., shift : shift + channels]
-    return total
-
-
-def _negative_power(d: tf.Tensor, beta: float) -> tf.Tensor:
-    """d ** -beta; for the paper's beta = 0.75 as rsqrt(d) * sqrt(rsqrt(d)), 2.7x faster than XLA's pow on CPU."""
-    if beta == 0.75:
-        r = tf.math.rsqrt(d)
-        return r * tf.sqrt(r)
-    return tf.pow(d, -beta)
-
-
-def local_response_normalization(
-    a: tf.Tensor, depth_radius: int, bias: float, alpha: float, beta: float
-) -> tf.Tensor:
-    """`tf.nn.local_response_normalization` (same positional arguments) with its gradient written out.
-
-    b_i = a_i * d_i^-beta with d_i = k + alpha * sum_{j in window(i)} a_j^2, and
-
-        db/da_i = g_i * d_i^-beta - 2 * alpha * beta * a_i * sum_{j in window(i)} g_j * b_j / d_j
-
-    (the window is symmetric, so the sum over the outputs that read a_i is the same window sum).
-    """
-
-    @tf.custom_gradient
-    def lrn(a):
-        d = bias + alpha * _channel_window_sum(a * a, depth_radius)
-        scale = _negative_power(d, beta)
-        b = a * scale
-
-        def grad(upstream):
-            spread = _channel_window_sum(upstream * b / d, depth_radius)
-            return upstream * scale - (2.0 * alpha * beta) * a * spread
-
-        return b, grad
-
-    return lrn(a)

@@ -91,20 +91,31 @@ def numpy_lrn_gradient(a: np.ndarray, upstream: np.ndarray, eps: float = 1e-3, *
     return grad
 
 
+@pytest.mark.parametrize("use_xla_form, jit", [(False, False), (True, True)], ids=["band-matmul-graph", "slices-xla"])
 @pytest.mark.parametrize("kwargs, numpy_kwargs", [
     ({}, {}),  # the paper's constants: beta = 0.75 takes the rsqrt path
     ({"bias": 1.0, "alpha": 2e-5}, {"k": 1.0, "alpha": 2e-5}),
-    ({"depth_radius": 1, "beta": 0.5}, {"n": 3, "beta": 0.5}),  # pow path
+    ({"depth_radius": 1, "beta": 0.5}, {"n": 3, "beta": 0.5}),  # rsqrt alone
+    ({"beta": 0.6}, {"beta": 0.6}),  # pow
 ])
-def test_xla_form_of_lrn_and_its_gradient_match_numpy(kwargs, numpy_kwargs):
+def test_both_forms_of_lrn_and_their_gradients_match_numpy(kwargs, numpy_kwargs, use_xla_form, jit):
+    """The graph form (band-matrix matmul) and the XLA form (shifted slices) against the formula and its
+    numerical derivative; 7 channels, so every window that the channel edges cut short is checked."""
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 200, size=(1, 2, 2, 7)).astype("float32")  # large enough that alpha * sum matters
     upstream = rng.normal(size=x.shape).astype("float32")
     layer = LocalResponseNormalization(**kwargs)
-    layer.use_xla_form = True
-    y, grad = training_call_and_gradient(layer, x, upstream)
+    layer.use_xla_form = use_xla_form
+    y, grad = training_call_and_gradient(layer, x, upstream, jit=jit)
     np.testing.assert_allclose(y, numpy_lrn(x, **numpy_kwargs), rtol=1e-5)
     np.testing.assert_allclose(grad, numpy_lrn_gradient(x, upstream, **numpy_kwargs), rtol=1e-3, atol=1e-6)
+
+
+def test_band_matrix_sums_each_channel_window():
+    from alexnet_tf.lrn import band_matrix
+
+    expected = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]], np.float32)
+    np.testing.assert_array_equal(band_matrix(4, 1), expected)
 
 
 @pytest.mark.parametrize("kwargs", [{"depth_radius": -1}, {"depth_radius": 1.5}, {"bias": 0.0}, {"alpha": -1.0}])

@@ -151,8 +151,9 @@ def test_summary_lists_every_layer_with_its_tower(paper_model):
 
 
 def test_xla_training_step_matches_the_graph_step():
-    # jit_compile=True switches pooling and LRN to alexnet_tf.xla_forms; one PaperSGD step must make the same
-    # update as the native ops without XLA (dropout off so both steps see the same network).
+    # jit_compile=True switches pooling to alexnet_tf.xla_forms and LRN's window sums to shifted slices; one
+    # PaperSGD step must make the same update as the graph path (native pooling, band-matmul LRN) without XLA
+    # (dropout off so both steps see the same network). test_layers checks each LRN form against NumPy.
     from alexnet_tf.layers import LocalResponseNormalization, OverlappingMaxPooling2D
 
     rng = np.random.default_rng(0)
@@ -176,8 +177,8 @@ def test_xla_training_step_matches_the_graph_step():
     # (a near-tie) can send one position's gradient to its neighbour in one path and not in the other: on an
     # avx512_bf16 EPYC that moved tower A's conv1/conv2 updates by 2e-3 (relative L2) while tower B agreed to
     # 1.6e-6. Such a flip moves one of the P >= 2 * 13 * 13 positions a kernel's gradient sums, so the conv layers
-    # get 2e-2 in relative L2 norm; the bugs this test is for move it by far more (halving the LRN gradient's
-    # second term: 0.17 to 0.54 on every conv layer).
+    # get 2e-2 in relative L2 norm; the bugs this test is for move it by far more (halving the second term
+    # of the LRN gradient in the XLA form only: 0.17 to 0.54 on every conv layer).
     for variable, graph, xla in zip(model.trainable_variables, updates[False], updates[True]):
         assert np.abs(graph).max() > 0, f"{variable.path} did not move"
         if variable.path.startswith("fc"):

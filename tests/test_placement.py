@@ -50,7 +50,7 @@ def test_each_tower_runs_on_its_device_inside_a_traced_train_step():
     # Each tower's forward ops run on the tower's device, conv3 included (it reads both towers, runs on its own).
     for layer, device in (("conv1_a", dev_a), ("conv2_b", dev_b), ("conv3_a", dev_a), ("conv5_b", dev_b)):
         assert devices_of(layer, "Conv2D") == {device}, layer
-    assert devices_of("conv2_a_lrn", "LRN") == {dev_a}
+    assert devices_of("conv2_a_lrn", "MatMul") == {dev_a}  # its channel-window sum
     assert devices_of("fc6_b", "MatMul") >= {dev_b}
     # Gradient ops are colocated with the forward ops they differentiate.
     backprop = {device for name, kind, device in ops if kind == "Conv2DBackpropFilter" and "conv2_b" in name}
