@@ -164,7 +164,7 @@ def prepare(
     sources: dict[str, Source] = {}
     for split in splits:
         try:
-            sources[split] = open_dataset(source_uri, split, **open_kwargs)
+            sources[split] = open_dataset(source_uri, split, progress=progress, **open_kwargs)
         except DatasetError:
             if split == "train":
                 raise

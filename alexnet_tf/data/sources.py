@@ -143,8 +143,10 @@ def open_dataset(
     data_dir: str | None = None,
     label_offset: int | None = None,
     num_classes: int | None = None,
+    progress: bool = False,
 ) -> Source:
-    """Open one split of the data set named by `uri`.
+    """Open one split of the data set named by `uri` (`progress`: a bar over a folder set's class folders while
+    they are listed).
 
     - `demo`: the built-in rendered-shapes set, made on first use under `demo.cache_root()`.
     - `demo-transfer`: the small second built-in set (other shapes, 30 + 20 images per class) for fine-tuning.
@@ -161,7 +163,7 @@ def open_dataset(
     if uri == "demo-transfer":
         return _open_folder(demo.ensure_transfer(), split, uri)
     if kind == "folder" and rest:
-        return _open_folder(pathlib.Path(rest).expanduser(), split, uri)
+        return _open_folder(pathlib.Path(rest).expanduser(), split, uri, progress)
     if kind == "records" and rest:
         return _open_records(pathlib.Path(rest).expanduser(), split, uri, label_offset, num_classes)
     if kind == "tfds" and rest:
@@ -180,13 +182,30 @@ def _images(folder: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def _listed(folders: list[pathlib.Path], progress: bool, what: str) -> Iterator[list[pathlib.Path]]:
+    """Each folder's images, in order; with `progress`, a bar over the folders (listing ImageNet's 1,000 class
+    folders of 1.28M files is the slow first step of `prepare`, longer still on a network disk)."""
+    bar = None
+    if progress:
+        import keras
+
+        print(f"listing {what}")
+        bar = keras.utils.Progbar(len(folders), unit_name="class folder")
+    for index, folder in enumerate(folders):
+        images = _images(folder)
+        if bar is not None:
+            bar.update(index + 1)
+        yield images
+
+
 def _in_holdout(path: pathlib.Path) -> bool:
     return int(hashlib.sha1(path.name.encode()).hexdigest(), 16) % 100 < HOLDOUT_PERCENT
 
 
-def _open_folder(directory: pathlib.Path, split: str, uri: str) -> FolderSource:
+def _open_folder(directory: pathlib.Path, split: str, uri: str, progress: bool = False) -> FolderSource:
     if not directory.is_dir():
         raise DatasetError(f"{uri}: {directory} is not a directory")
+    what = f"{uri} ({split})"
     if (directory / "train").is_dir():  # split layout
         split_dir = directory / split
         if not split_dir.is_dir():
@@ -196,13 +215,15 @@ def _open_folder(directory: pathlib.Path, split: str, uri: str) -> FolderSource:
         unknown = sorted(set(folders) - set(classes))
         if unknown:
             raise DatasetError(f"{uri}: classes {unknown} of '{split}' are not in 'train'")
-        files = [(f, label) for label, name in enumerate(classes) if name in folders for f in _images(folders[name])]
+        present = [(label, folders[name]) for label, name in enumerate(classes) if name in folders]
+        listed = _listed([folder for _, folder in present], progress, what)
+        files = [(f, label) for (label, _), images in zip(present, listed) for f in images]
     else:  # flat layout: hold out a fixed share of each class
         if split not in SPLITS:
             raise DatasetError(f"{uri}: a flat folder has only the splits {SPLITS}, not '{split}'")
         folders = _class_folders(directory)
         classes = [p.name for p in folders]
-        files = [(f, label) for label, folder in enumerate(folders) for f in _images(folder)
+        files = [(f, label) for label, images in enumerate(_listed(folders, progress, what)) for f in images
                  if _in_holdout(f) == (split == "validation")]
     if len(classes) < 2:
         raise DatasetError(f"{uri}: expected at least two class folders in {directory}, found {len(classes)}")

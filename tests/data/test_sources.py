@@ -26,6 +26,18 @@ def test_flat_folder_holds_out_a_fixed_tenth(tiny_demo):
     assert len(train) + len(validation) == 60 and 0 < len(validation) < 20
 
 
+@pytest.mark.parametrize("layout", ["split", "flat"])
+def test_listing_a_folder_shows_progress_over_its_class_folders(tiny_demo, capsys, layout):
+    """The listing of a large folder set is slow (1,000 class folders for ImageNet): prepare shows a bar."""
+    root = tiny_demo if layout == "split" else tiny_demo / "train"
+    quiet = open_dataset(f"folder:{root}", "train")
+    assert capsys.readouterr().out == ""  # off unless asked for
+    listed = open_dataset(f"folder:{root}", "train", progress=True)
+    out = capsys.readouterr().out
+    assert f"listing folder:{root} (train)" in out and "10/10" in out and "class folder" in out
+    assert [e.name for e in listed.examples()] == [e.name for e in quiet.examples()]
+
+
 def test_records_with_manifest_and_offset(tiny_demo, tmp_path):
     prepare(f"folder:{tiny_demo}", tmp_path / "r", progress=False)
     source = open_dataset(f"records:{tmp_path / 'r'}", "validation")
