@@ -5,10 +5,12 @@ health checked throughout; then a soak at 16 clients with the server's resident 
     python benchmarks/serving.py [--seconds 15] [--repeats 3] [--soak-seconds 180] [--baseline-tree DIR]
 
 The server runs in its own process (as in production), on a freshly initialised 1000-class AlexNet exported to a
-temporary directory; the clients are threads of this process. The request is one 512x600 JPEG of ~60 KB (the size
-of the photo the issue used). The forward bound is the machine's measured fp32 matmul peak over the network's
-forward FLOPs per 224 crop: the crops/second no server can beat. `--baseline-tree` also serves with another
-checkout (e.g. a `git worktree` of an older commit), batching off, to compare the unbatched path before and after.
+temporary directory; the clients are threads of this process. The request is one image: by default a generated
+512x600 JPEG of 112 KB (textured with noise, so it decodes slower than a photo of its size), or `--image FILE`
+(the issue measured matplotlib's 61 KB 512x600 `sample_data/grace_hopper.jpg`). The forward bound is the
+machine's measured fp32 matmul peak over the network's forward FLOPs per 224 crop: the crops/second no server can
+beat. `--baseline-tree` also serves with another checkout (e.g. a `git worktree` of an older commit), batching off,
+to compare the unbatched path before and after.
 Each cell is run `--repeats` times and reported by its median run (req/s of every run kept in "runs").
 Writes benchmarks/results/serving.json.
 """
@@ -151,6 +153,7 @@ def main() -> None:
     parser.add_argument("--baseline-tree", help="another checkout to serve with, batching off, for comparison")
     parser.add_argument("--batching-config", default=str(ROOT / "serving" / "batching.config"),
                         help="BatchingParameters file for the batching-on server (default: serving/batching.config)")
+    parser.add_argument("--image", help="image file to send (default: a generated 512x600 JPEG of 112 KB)")
     args = parser.parse_args()
 
     import numpy as np
@@ -164,13 +167,15 @@ def main() -> None:
               + np.random.default_rng(0).normal(0, 12, (512, 600, 3))).clip(0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    image = buffer.getvalue()
+    image = pathlib.Path(args.image).read_bytes() if args.image else buffer.getvalue()
+    width, height = Image.open(io.BytesIO(image)).size
 
     model = build_alexnet(1000)
     flops_per_crop = sum(common.forward_flops(model).values())
     peak = common.matmul_peak_gflops("float32")
     bound = peak * 1e9 / flops_per_crop
-    print(f"image {len(image) / 1024:.0f} KB; forward {flops_per_crop / 1e9:.2f} GFLOP per crop; fp32 matmul peak "
+    print(f"image {args.image or 'generated'}: {width}x{height}, {len(image) / 1024:.0f} KB; "
+          f"forward {flops_per_crop / 1e9:.2f} GFLOP per crop; fp32 matmul peak "
           f"{peak:.0f} GFLOP/s -> forward bound {bound:.0f} crops/s", flush=True)
 
     table, soak = [], {}
@@ -226,7 +231,8 @@ def main() -> None:
         if "health_checks" in r:
             print(f"{r['server']}, batching {r['batching']}: {r['health_checks']} health checks, "
                   f"{r['health_failures']} not SERVING")
-    out = common.write_json("serving", {"machine": common.machine(), "image_bytes": len(image),
+    out = common.write_json("serving", {"machine": common.machine(), "image": args.image or "generated",
+                                        "image_size": [width, height], "image_bytes": len(image),
                                         "forward_gflop_per_crop": round(flops_per_crop / 1e9, 3),
                                         "matmul_peak_gflops": round(peak, 1), "forward_bound_crops_per_s":
                                         round(bound, 1), "rows": table, "soak": soak})
