@@ -246,7 +246,9 @@ def export(
         )
         servable = _Servable(_float32_clone(model), mean, table, max_pixels)
         archive = keras.export.ExportArchive()
-        archive.track(servable.model)
+        # Not archive.track(model): the endpoints already capture the model's tf.Variables, and tracking the Keras
+        # wrappers too writes every weight a second time (keras-team/keras#23553): 2x the files, 2x the RAM in TF
+        # Serving. The table is not a Keras layer, so it is tracked by hand.
         archive.track(table)
         signatures = _input_signatures()
         for endpoint in SIGNATURES:
