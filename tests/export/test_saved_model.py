@@ -130,8 +130,8 @@ def test_the_tf1_session_path_runs_every_signature(exported):
 
 
 def test_every_weight_is_stored_once(exported):
-    """The checkpoint holds the model's parameters exactly once: tracking the Keras model in ExportArchive on top of
-    the endpoints' captures used to write each weight twice (keras-team/keras#23553), doubling disk and TF Serving RAM."""
+    """The checkpoint holds the model's parameters exactly once: tracking the Keras model in ExportArchive on top
+    of the endpoints' captures wrote each weight twice (keras-team/keras#23553), doubling disk and TF Serving RAM."""
     model, _, result, _ = exported
     stored = tf.train.list_variables(str(result.path / "variables" / "variables"))
     counts = [int(np.prod(shape)) for name, shape in stored if name != "_CHECKPOINTABLE_OBJECT_GRAPH"]
