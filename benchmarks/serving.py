@@ -11,7 +11,9 @@ temporary directory; the clients are threads of this process. The request is one
 machine's measured fp32 matmul peak over the network's forward FLOPs per 224 crop: the crops/second no server can
 beat. `--baseline-tree` also serves with another checkout (e.g. a `git worktree` of an older commit), batching off,
 to compare the unbatched path before and after.
-Each cell is run `--repeats` times and reported by its median run (req/s of every run kept in "runs").
+Each cell is run `--repeats` times and reported by its median run (req/s of every run kept in "runs"). With
+batching on, "mean_batch" is the images per batch run over all the cell's repeats (from the server's own
+`input_batch_size` histogram at /monitoring/prometheus/metrics): how full the batches were.
 Writes benchmarks/results/serving.json.
 """
 
@@ -45,10 +47,11 @@ def free_port() -> int:
 
 
 def start_server(tree: pathlib.Path, base: pathlib.Path, batching: bool,
-                 config: pathlib.Path = ROOT / "serving" / "batching.config") -> tuple[subprocess.Popen, int]:
-    port = free_port()
+                 config: pathlib.Path = ROOT / "serving" / "batching.config") -> tuple[subprocess.Popen, int, int]:
+    """`alexnet-tf serve` from `tree` in its own process; returns it, its gRPC port and its REST (metrics) port."""
+    port, rest_port = free_port(), free_port()
     command = [sys.executable, "-m", "alexnet_tf.cli", "serve", "--model-base-path", str(base), "--port", str(port),
-               "--rest-port", "-1", "--max-queue", "256"]
+               "--rest-port", str(rest_port), "--max-queue", "256"]
     if batching:
         command += ["--enable_batching=true", f"--batching_parameters_file={config}"]
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -61,12 +64,32 @@ def start_server(tree: pathlib.Path, base: pathlib.Path, batching: bool,
     while True:
         try:
             client.metadata()
-            return process, port
+            return process, port, rest_port
         except ServingError:
             if time.time() > deadline or process.poll() is not None:
                 process.kill()
                 raise SystemExit("server did not start:\n" + process.communicate()[0][-3000:]) from None
             time.sleep(0.5)
+
+
+def batches_run(rest_port: int) -> tuple[float, float]:
+    """(rows, batches) the server has run so far: its TF Serving input_batch_size histogram's sum and count."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    rows = batches = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == ":tensorflow:serving:batching_session:input_batch_size":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    rows += sample.value
+                elif sample.name.endswith("_count"):
+                    batches += sample.value
+    return rows, batches
 
 
 def resident_mb(pid: int) -> float:
@@ -186,17 +209,21 @@ def main() -> None:
         if args.baseline_tree:
             servers.insert(0, ("baseline", pathlib.Path(args.baseline_tree).resolve(), False))
         for label, tree, batching in servers:
-            process, port = start_server(tree, base, batching, pathlib.Path(args.batching_config))
+            process, port, rest_port = start_server(tree, base, batching, pathlib.Path(args.batching_config))
             health = HealthWatch(port)
             for signature in args.signatures:
                 for clients in args.clients:
                     if label == "baseline" and clients != 1:
                         continue
+                    before = batches_run(rest_port) if batching else None
                     runs = sorted((load(port, signature, clients, args.seconds, image) for _ in range(args.repeats)),
                                   key=lambda run: run["requests_per_s"])
                     row = {"server": label, "batching": "on" if batching else "off", **runs[len(runs) // 2],
                            "errors": sum(run["errors"] for run in runs),
                            "runs": [run["requests_per_s"] for run in runs]}
+                    if before is not None:  # images per batch run, over all repeats of the cell
+                        rows, batches = (after - start for after, start in zip(batches_run(rest_port), before))
+                        row["mean_batch"] = round(rows / batches, 2) if batches else None
                     row["of_bound"] = round(row["crops_per_s"] / bound, 3)
                     table.append(row)
                     print(row, flush=True)
@@ -226,7 +253,7 @@ def main() -> None:
 
     load_rows = [r for r in table if "clients" in r]
     common.print_table(load_rows, ["server", "batching", "signature", "clients", "requests_per_s", "crops_per_s",
-                                   "of_bound", "p50_ms", "p99_ms", "errors", "runs"])
+                                   "of_bound", "p50_ms", "p99_ms", "mean_batch", "errors", "runs"])
     for r in table:
         if "health_checks" in r:
             print(f"{r['server']}, batching {r['batching']}: {r['health_checks']} health checks, "
