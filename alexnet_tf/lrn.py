@@ -9,8 +9,8 @@ takes one of two window sums, chosen for how the op will run:
   oneDNN runs at GEMM speed;
 - `shifted_slices_sum` (XLA) adds 2r+1 shifted slices of the zero-padded tensor, which XLA fuses into one pass.
 
-Both give the sums of the same five products, in a different order than TensorFlow's kernel: results agree with
-`tf.nn.local_response_normalization` to float32 rounding (a few ulps).
+Both sum the same 2r+1 terms (five for the paper's r = 2), in a different order than TensorFlow's kernel:
+results agree with `tf.nn.local_response_normalization` to float32 rounding (a few ulps).
 """
 
 from __future__ import annotations
