@@ -1,7 +1,7 @@
 """alexnet-tf: the 2012 two-tower AlexNet on TensorFlow 2 / Keras 3, from training to TF Serving.
 
 The public names are imported lazily (PEP 562), so `alexnet-tf --help` does not wait for TensorFlow. Importing
-the package sets TensorFlow's runtime defaults for fast CPU training (`alexnet_tf.runtime`) unless TensorFlow is
+the package sets TensorFlow's runtime defaults for fast CPU training (`alexnet_tf.process.runtime`) unless TensorFlow is
 already imported or the user set them.
 """
 
@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import importlib
 
-from alexnet_tf import runtime
+from alexnet_tf.process import runtime
 
 runtime.configure()
 
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "AlexNet": "alexnet_tf.model",
-    "build_alexnet": "alexnet_tf.model",
-    "load_model": "alexnet_tf.model",
-    "LocalResponseNormalization": "alexnet_tf.layers",
-    "PaperSGD": "alexnet_tf.optimizer",
-    "TopKError": "alexnet_tf.metrics",
-    "placement": "alexnet_tf.placement",
+    "AlexNet": "alexnet_tf.network.model",
+    "build_alexnet": "alexnet_tf.network.model",
+    "load_model": "alexnet_tf.network.model",
+    "LocalResponseNormalization": "alexnet_tf.network.layers",
+    "PaperSGD": "alexnet_tf.network.optimizer",
+    "TopKError": "alexnet_tf.network.metrics",
+    "placement": "alexnet_tf.network.placement",
 }
 __all__ = sorted(_PUBLIC)
 

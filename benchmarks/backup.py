@@ -3,7 +3,7 @@ parameters plus their momentum), against the training step it interrupts.
 
     python benchmarks/backup.py [--repeats 5] [--dir DIR]
 
-Times `alexnet_tf.backup.Backups.save` (weights file written under a temporary name, fsync'd, renamed, then the
+Times `alexnet_tf.training.backup.Backups.save` (weights file written under a temporary name, fsync'd, renamed, then the
 JSON commit and the old backup's deletion) and, for comparison, a bare `model.save_weights` in place (what Keras'
 BackupAndRestore does, without fsync). Prints medians and writes benchmarks/results/backup.json.
 """
@@ -29,8 +29,8 @@ def main() -> None:
 
     import pathlib
 
-    from alexnet_tf.backup import Backups
-    from alexnet_tf.model import build_alexnet
+    from alexnet_tf.network.model import build_alexnet
+    from alexnet_tf.training.backup import Backups
 
     model = build_alexnet(1000, dropout=0.5)
     model.compile(jit_compile=False)

@@ -68,7 +68,7 @@ def machine() -> dict:
     """What the numbers were measured on: the CPU's model name and the flags that decide TensorFlow's kernels."""
     import tensorflow as tf
 
-    from alexnet_tf import execution
+    from alexnet_tf.training import execution
 
     return {
         "cpu": execution.cpu_model(),

@@ -25,9 +25,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements of each setting")
     args = parser.parse_args()
 
-    from alexnet_tf import execution
-    from alexnet_tf.config import preset
-    from alexnet_tf.train import _build_model, choose_execution_path
+    from alexnet_tf.training import execution
+    from alexnet_tf.training.config import preset
+    from alexnet_tf.training.loop import _build_model, choose_execution_path
 
     base = preset("finetune").override({"train.batch_size": args.batch, "train.init_from": "(benchmark)"})
     path = choose_execution_path(base, 8, None, 1).path

@@ -29,11 +29,11 @@ def main() -> None:
     import tensorflow as tf
 
     from alexnet_tf import build_alexnet
-    from alexnet_tf.config import preset
     from alexnet_tf.data import pipeline
     from alexnet_tf.data.sources import open_dataset
-    from alexnet_tf.execution import fit_step_times
-    from alexnet_tf.train import prepared_uri
+    from alexnet_tf.training.config import preset
+    from alexnet_tf.training.execution import fit_step_times
+    from alexnet_tf.training.loop import prepared_uri
 
     source = open_dataset(prepared_uri(preset("demo")), "train")
     stats, _ = pipeline.load_stats(source)

@@ -3,7 +3,7 @@ every execution path (float32 / mixed_bfloat16 x XLA / graph), against the bound
 
     python benchmarks/train_step.py [--batch 128] [--steps 5] [--repeats 1]
 
-Marks the path `alexnet-tf train --precision auto --jit auto` picks here (`alexnet_tf.execution.pick` over the
+Marks the path `alexnet-tf train --precision auto --jit auto` picks here (`alexnet_tf.training.execution.pick` over the
 candidates this hardware offers natively; the bfloat16 rows of a CPU without avx512_bf16/AMX are measured but are no
 candidates). Prints a table and writes benchmarks/results/train_step.json. Targets (DESIGN.md section 8): the default
 >= 0.95 x the fastest candidate; >= 0.80 of the fp32 bound on AVX2-only CPUs; >= 0.70 of the bf16 bound with native
@@ -27,7 +27,7 @@ def step_seconds(path, batch: int, steps: int) -> list[float]:
     import tensorflow as tf
 
     from alexnet_tf import build_alexnet
-    from alexnet_tf.execution import fit_step_times
+    from alexnet_tf.training.execution import fit_step_times
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(path.precision)
@@ -51,7 +51,8 @@ def main() -> None:
                         help="measure every path this many times, interleaved (the median of all steps is reported)")
     args = parser.parse_args()
 
-    from alexnet_tf import build_alexnet, execution
+    from alexnet_tf import build_alexnet
+    from alexnet_tf.training import execution
 
     peaks = {"float32": common.matmul_peak_gflops("float32"), "bfloat16": common.matmul_peak_gflops("bfloat16")}
     gflop = common.train_flops_per_image(build_alexnet(1000)) / 1e9

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.data import ops
-from alexnet_tf.model import AlexNet
+from alexnet_tf.network.model import AlexNet
 
 SIGNATURES = ("serving_default", "center_crop", "from_pixels")
 TOP_K = 5

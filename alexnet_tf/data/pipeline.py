@@ -218,7 +218,7 @@ def train_epochs(position: Callable[[], tuple[int, int]], source: RecordsSource,
                  **kwargs) -> tf.data.Dataset:
     """`train_dataset` for the (epoch, skip_batches) that `position()` returns when an iteration starts: Keras
     iterates a dataset afresh every epoch, so a callback that moves the position at each epoch's begin
-    (`alexnet_tf.backup.EpochPosition`) makes each pass the right epoch, resumed ones included. (Asked from
+    (`alexnet_tf.training.backup.EpochPosition`) makes each pass the right epoch, resumed ones included. (Asked from
     Python at iteration time: a tf.Variable would be captured by value when Keras distributes the dataset.)"""
     current = tf.data.Dataset.from_generator(lambda: iter([position()]),
                                              output_signature=tf.TensorSpec([2], tf.int64))

@@ -21,10 +21,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import atomic
 from alexnet_tf.data import ops, records
 from alexnet_tf.data.sources import DatasetError, Source, open_dataset
 from alexnet_tf.data.stats import StatsAccumulator
+from alexnet_tf.process import atomic
 
 log = logging.getLogger(__name__)
 

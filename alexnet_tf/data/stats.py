@@ -8,8 +8,8 @@ import pathlib
 
 import numpy as np
 
-from alexnet_tf import atomic
 from alexnet_tf.data import ops
+from alexnet_tf.process import atomic
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,8 +130,9 @@ def test_smoke_training_on_mocked_imagenet2012(tmp_path):
     """`tfds:imagenet2012` end to end without a download: prepared from tfds' mock, then trained on."""
     import tensorflow_datasets as tfds
 
-    from alexnet_tf import config, train
-    from alexnet_tf.model import load_model
+    from alexnet_tf.network.model import load_model
+    from alexnet_tf.training import config
+    from alexnet_tf.training import loop as train
 
     with tfds.testing.mock_data(num_examples=24):
         prepare("tfds:imagenet2012", tmp_path / "imagenet", manual_dir=str(tmp_path), data_dir=str(tmp_path),

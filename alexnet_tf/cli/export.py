@@ -1,0 +1,53 @@
+"""`alexnet-tf export RUN_DIR`: a run's model -> a versioned SavedModel for TF Serving."""
+
+from __future__ import annotations
+
+from alexnet_tf.cli.common import UserError, load_run
+
+NAME = "export"
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        NAME,
+        help="write a TF Serving SavedModel (10-crop averaging in-graph) from a training run",
+        description="Export a run's model as BASE_DIR/NAME/VERSION/, a SavedModel with the signatures "
+        "serving_default (image bytes, 10 crops averaged), center_crop (image bytes, one crop) and from_pixels "
+        "(uint8 256x256 images). The version is written under a temporary name, loaded back through TF Serving's "
+        "own TF1 Session path and run on every signature, then renamed into place.",
+    )
+    parser.add_argument("run_dir", help="a directory written by `alexnet-tf train`")
+    parser.add_argument("--base-dir", default="export", help="model base directory (default: export)")
+    parser.add_argument("--name", default="alexnet", help="model name (default: alexnet)")
+    parser.add_argument("--version", type=int, help="version number (default: the highest existing + 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument("--model", default="best", choices=("best", "final"), help="which saved model")
+    parser.add_argument("--max-pixels", type=int, default=50_000_000,
+                        help="refuse images larger than this (read from the header, before decoding)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> None:
+    import pathlib
+
+    import export
+
+    _, model, stats = load_run(args.run_dir, args.model)
+    labels = (pathlib.Path(args.run_dir) / "labels.txt").read_text().splitlines()
+    try:
+        result = export.export(model, args.base_dir, name=args.name, version=args.version,
+                               mean_image=stats.mean_image, labels=labels, max_pixels=args.max_pixels,
+                               overwrite=args.overwrite)
+    except (export.ExportError, ValueError) as error:
+        raise UserError(str(error)) from None
+    print(f"exported version {result.version} to {result.path} (verified through TF Serving's Session path)")
+    for name, signature in result.signatures.items():
+        inputs = ", ".join(f"{k}: {v}" for k, v in signature["inputs"].items())
+        outputs = ", ".join(f"{k}: {v}" for k, v in signature["outputs"].items())
+        print(f"  {name}({inputs}) -> {outputs}")
+    base = pathlib.Path(args.base_dir).resolve()
+    print("next:")
+    print(f"  alexnet-tf serve --model-base-path {base / args.name} --model-name {args.name}")
+    print(f"  docker build --build-arg EXPORT_DIR={pathlib.Path(args.base_dir) / args.name} -t alexnet-serving . "
+          "&& docker run -p 8500:8500 -p 8501:8501 alexnet-serving")
+    print(f"  alexnet-tf predict IMAGE.jpg --server localhost:8500 --model-name {args.name}")
