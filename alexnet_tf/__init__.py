@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "AlexNet": "alexnet_tf.network.model",
+    "ImageClassifier": "alexnet_tf.classifier",
     "build_alexnet": "alexnet_tf.network.model",
     "load_model": "alexnet_tf.network.model",
     "LocalResponseNormalization": "alexnet_tf.network.layers",

@@ -18,14 +18,10 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
+from alexnet_tf.classifier import ImageClassifier  # noqa: E402
 from alexnet_tf.data import ops, pipeline  # noqa: E402
 from alexnet_tf.data.sources import RecordsSource  # noqa: E402
-from alexnet_tf.data.stats import Stats  # noqa: E402
-
-FEATURE_LAYER = "fc8_input"
-"""The concatenation of both towers' fc7 outputs: the 4096-d last hidden layer of Figure 4 (right)."""
 
 
 # === Figure 3 ===
@@ -101,34 +97,6 @@ def load_images(source: RecordsSource, limit: int | None = None, batch_size: int
     return Images(np.concatenate(pixels)[:limit], np.concatenate(labels)[:limit], names[:limit])
 
 
-def crop_size(model: keras.Model) -> int:
-    """Side of the crops a model takes (224 for the paper's network, 227 for the caffe variant)."""
-    return int(model.input_shape[1])
-
-
-def _centre_inputs(pixels: np.ndarray, stats: Stats, size: int) -> np.ndarray:
-    return ops.central_crop(size)(ops.subtract_mean(stats.mean_image)(pixels)).numpy()
-
-
-def predict_probabilities(model: keras.Model, pixels: np.ndarray, stats: Stats, batch_size: int = 32) -> np.ndarray:
-    logits = model.predict(_centre_inputs(pixels, stats, crop_size(model)), batch_size=batch_size, verbose=0)
-    return tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
-
-
-def extract_features(model: keras.Model, images: Images, stats: Stats, batch_size: int = 32,
-                     progress: bool = False) -> np.ndarray:
-    """fc7 activations (n, 4096) of the centre crops, computed in batches."""
-    extractor = keras.Model(model.inputs[0], model.get_layer(FEATURE_LAYER).output)
-    features = []
-    bar = keras.utils.Progbar(len(images.labels), unit_name="image") if progress else None
-    for start in range(0, len(images.labels), batch_size):
-        chunk = _centre_inputs(images.pixels[start : start + batch_size], stats, crop_size(model))
-        features.append(np.asarray(extractor(chunk, training=False), np.float32))
-        if bar is not None:
-            bar.update(min(start + batch_size, len(images.labels)))
-    return np.concatenate(features)
-
-
 def nearest_neighbours(queries: np.ndarray, database: np.ndarray, k: int = 6, chunk: int = 1024) -> np.ndarray:
     """Indices (len(queries), k) of the k database rows nearest to each query in Euclidean distance, nearest first.
 
@@ -152,16 +120,16 @@ def nearest_neighbours(queries: np.ndarray, database: np.ndarray, k: int = 6, ch
     return best_i
 
 
-def figure4_predictions(model: keras.Model, images: Images, stats: Stats, classes: list[str],
-                        path: pathlib.Path, count: int = 8) -> None:
+def figure4_predictions(classifier: ImageClassifier, images: Images, path: pathlib.Path, count: int = 8) -> None:
     """Eight validation images, each with its top-5 labels as bars; the true label under it, its bar red."""
     count = min(count, len(images.labels))
-    probabilities = predict_probabilities(model, images.pixels[:count], stats)
+    probabilities = classifier.predict(images.pixels[:count])
+    classes = classifier.labels
     figure, axes = plt.subplots(2, count, figsize=(2.0 * count, 4.6), gridspec_kw={"height_ratios": [3, 2]})
     axes = np.asarray(axes).reshape(2, count)
     for i in range(count):
         truth = int(images.labels[i])
-        axes[0, i].imshow(ops.central_crop(crop_size(model))(images.pixels[i]).numpy())
+        axes[0, i].imshow(ops.central_crop(classifier.image_size)(images.pixels[i]).numpy())
         axes[0, i].set_xticks([])
         axes[0, i].set_yticks([])
         axes[0, i].set_xlabel(classes[truth], fontsize=8)
@@ -241,12 +209,12 @@ def save_figure(figure, path: pathlib.Path, dpi: int = 100) -> None:
     tmp.replace(path)
 
 
-def draw_all(model: keras.Model, stats: Stats, classes: list[str], out: pathlib.Path, *,
-             train: RecordsSource | None, validation: RecordsSource | None, history_path: pathlib.Path,
-             say: Callable[[str], None] = print, database_limit: int = 5000) -> dict[str, pathlib.Path]:
+def draw_all(classifier: ImageClassifier, out: pathlib.Path, *, train: RecordsSource | None,
+             validation: RecordsSource | None, history_path: pathlib.Path, say: Callable[[str], None] = print,
+             database_limit: int = 5000) -> dict[str, pathlib.Path]:
     """Every figure that can be drawn; a missing split or history gets a message and the others still appear."""
     written = {}
-    scores = figure3(model, out / "figure3_conv1_kernels.png")
+    scores = figure3(classifier.model, out / "figure3_conv1_kernels.png")
     written["figure3"] = out / "figure3_conv1_kernels.png"
     say(f"conv1 colour specificity: tower A {scores['tower_a']:.3f}, tower B {scores['tower_b']:.3f} "
         "(the paper saw one tower colour-agnostic, the other colour-specific)")
@@ -254,15 +222,15 @@ def draw_all(model: keras.Model, stats: Stats, classes: list[str], out: pathlib.
         say("no validation split: skipping Figure 4 (it shows validation images)")
     else:
         queries = load_images(validation, limit=8)
-        figure4_predictions(model, queries, stats, classes, out / "figure4_top5.png")
+        figure4_predictions(classifier, queries, out / "figure4_top5.png")
         written["figure4_top5"] = out / "figure4_top5.png"
         if train is None:
             say("no training split: skipping Figure 4 (right), whose neighbours are training images")
         else:
             database = load_images(train, limit=database_limit)
-            database_features = extract_features(model, database, stats)
-            figure4_neighbours(queries, extract_features(model, queries, stats), database, database_features,
-                               out / "figure4_neighbours.png", size=crop_size(model))
+            database_features = classifier.features(database.pixels)
+            figure4_neighbours(queries, classifier.features(queries.pixels), database, database_features,
+                               out / "figure4_neighbours.png", size=classifier.image_size)
             written["figure4_neighbours"] = out / "figure4_neighbours.png"
     if not history_path.is_file():
         say(f"no training history at {history_path}: skipping the training curves")

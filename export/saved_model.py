@@ -8,7 +8,9 @@ conv4_b/bias"), while the same signatures written through ExportArchive pass it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import pathlib
 import re
 import shutil
@@ -19,8 +21,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.classifier.test_time import TestTime, inference_copy
 from alexnet_tf.data import ops
 from alexnet_tf.network.model import AlexNet
+from alexnet_tf.process import atomic
 
 SIGNATURES = ("serving_default", "center_crop", "from_pixels")
 TOP_K = 5
@@ -46,28 +50,13 @@ def next_version(model_dir: pathlib.Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _float32_clone(model: AlexNet) -> AlexNet:
-    """The same weights in a float32, unplaced, uncompiled copy: exports compute and answer in float32 whatever
-    the training precision, and carry no device annotations."""
-    config = {**model.get_config(), "dtype": "float32", "tower_devices": None}
-    clone = AlexNet.from_config(config)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 class _Servable:
-    """The signature functions, sharing one network, one mean image and one label table."""
+    """The signature functions: the package's test-time computation (`TestTime`) with top-5 outputs and labels."""
 
     def __init__(self, model: AlexNet, mean_image: np.ndarray, table: tf.lookup.StaticHashTable, max_pixels: int):
-        self.model = model
+        self.test_time = TestTime(model, mean_image, max_pixels)
         self.table = table
-        self.centred = ops.subtract_mean(mean_image)
-        self.square = ops.chain(ops.decode(max_pixels), ops.rescale_to_square(ops.PAPER_SIZE))
         self.k = min(TOP_K, model.num_classes)
-
-    def _decode_batch(self, image_bytes):
-        return tf.map_fn(self.square, image_bytes,
-                         fn_output_signature=tf.TensorSpec([ops.PAPER_SIZE, ops.PAPER_SIZE, 3], tf.uint8))
 
     def _outputs(self, probabilities):
         scores, classes = tf.math.top_k(probabilities, k=self.k)
@@ -78,25 +67,14 @@ class _Servable:
             "labels": self.table.lookup(tf.cast(classes, tf.int64)),
         }
 
-    def _ten_crop_probabilities(self, pixels):
-        size = self.model.image_size
-        crops = ops.ten_crops(size)(self.centred(pixels))  # [B, 10, S, S, 3]
-        flat = tf.reshape(crops, [-1, size, size, 3])
-        softmax = tf.nn.softmax(tf.cast(self.model(flat, training=False), tf.float32))
-        return tf.reduce_mean(tf.reshape(softmax, [-1, 10, self.model.num_classes]), axis=1)
-
-    def _centre_probabilities(self, pixels):
-        crop = ops.central_crop(self.model.image_size)(self.centred(pixels))
-        return tf.nn.softmax(tf.cast(self.model(crop, training=False), tf.float32))
-
     def serving_default(self, image_bytes):
-        return self._outputs(self._ten_crop_probabilities(self._decode_batch(image_bytes)))
+        return self._outputs(self.test_time.ten_crop_probabilities(self.test_time.decode_batch(image_bytes)))
 
     def center_crop(self, image_bytes):
-        return self._outputs(self._centre_probabilities(self._decode_batch(image_bytes)))
+        return self._outputs(self.test_time.centre_probabilities(self.test_time.decode_batch(image_bytes)))
 
     def from_pixels(self, images):
-        return self._outputs(self._ten_crop_probabilities(images))
+        return self._outputs(self.test_time.ten_crop_probabilities(images))
 
 
 def _input_signatures() -> dict[str, list[tf.TensorSpec]]:
@@ -133,6 +111,17 @@ def _write_warmup(directory: pathlib.Path, model_name: str) -> None:
             writer.write(log.SerializeToString())
 
 
+@contextlib.contextmanager
+def _quiet_tensorflow_logger():
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def verify_with_session(directory: str | pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
     """Load the SavedModel the way TF Serving does (TF1 loader, fresh Graph and Session) and run every
     signature on the warmup inputs by its SignatureDef tensor names; raise ExportError if any fails."""
@@ -141,7 +130,8 @@ def verify_with_session(directory: str | pathlib.Path) -> dict[str, dict[str, np
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
         try:
-            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(directory))
+            with _quiet_tensorflow_logger():  # the TF1 loader's deprecation note is about TF Serving's path, not ours
+                meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(directory))
         except Exception as error:  # the loader raises many types; any of them means TF Serving would fail too
             raise ExportError(f"TF Serving's loader cannot load {directory}: {error}") from error
         for name in SIGNATURES:
@@ -244,7 +234,7 @@ def export(
                                           tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
             default_value="",
         )
-        servable = _Servable(_float32_clone(model), mean, table, max_pixels)
+        servable = _Servable(inference_copy(model), mean, table, max_pixels)
         archive = keras.export.ExportArchive()
         # Not archive.track(model): the endpoints already capture the model's tf.Variables, and tracking the Keras
         # wrappers too writes every weight a second time (keras-team/keras#23553): 2x the files, 2x the RAM in TF
@@ -257,14 +247,7 @@ def export(
         archive.write_out(str(target), verbose=verbose)
         _write_warmup(target, name)
         verify_with_session(target)
-        if final.exists():
-            retired = model_dir / f"_retired_{version}"
-            shutil.rmtree(retired, ignore_errors=True)
-            final.rename(retired)
-            target.rename(final)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            target.rename(final)
+        atomic.replace_directory(target, final, f"_retired_{version}")  # not numeric: TF Serving ignores it
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(final, version, describe_signatures(final))

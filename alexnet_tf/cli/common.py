@@ -67,16 +67,31 @@ def prepared_uri(args, config) -> str:
         raise UserError(str(error)) from None
 
 
-def open_run_split(args):
-    """(config, model, stats, source) for evaluate and embed: a run and one split of its data (or of --data)."""
+def load_classifier(run_dir: str, which: str = "best"):
+    """(ImageClassifier, Config) of a training run directory, with a one-line error for what is missing."""
+    import pathlib
+
+    from alexnet_tf.classifier import ImageClassifier, PresetError
+    from alexnet_tf.training import config as config_module
+
+    run = pathlib.Path(run_dir)
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run} is not a finished training run: missing config.json")
+    try:
+        classifier = ImageClassifier.from_preset(run, model=which)
+    except PresetError as error:
+        raise UserError(str(error)) from None
+    return classifier, config_module.Config.from_dict(config_module.load(run / "config.json"))
+
+
+def open_split(args, config, split: str):
+    """One split of a run's data set (or of --data)."""
     from alexnet_tf.data.sources import DatasetError, open_dataset
 
-    config, model, stats = load_run(args.run_dir, args.model)
     try:
-        source = open_dataset(prepared_uri(args, config), args.split, **source_kwargs(args))
+        return open_dataset(prepared_uri(args, config), split, **source_kwargs(args))
     except DatasetError as error:
         raise UserError(str(error)) from None
-    return config, model, stats, source
 
 
 def run_splits(args, config):

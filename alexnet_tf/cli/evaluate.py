@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alexnet_tf.cli.common import UserError, add_data_source_options, open_run_split
+from alexnet_tf.cli.common import UserError, add_data_source_options, load_run, open_split
 
 NAME = "evaluate"
 
@@ -31,7 +31,8 @@ def run(args) -> None:
 
     from alexnet_tf.training import evaluate
 
-    _, model, stats, source = open_run_split(args)
+    config, model, stats = load_run(args.run_dir, args.model)
+    source = open_split(args, config, args.split)
     if source.num_classes != model.num_classes:
         raise UserError(f"class count mismatch: {source.uri} has {source.num_classes} classes, the model "
                         f"{model.num_classes}")

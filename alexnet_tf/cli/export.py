@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alexnet_tf.cli.common import UserError, load_run
+from alexnet_tf.cli.common import UserError
 
 NAME = "export"
 
@@ -16,7 +16,8 @@ def add_parser(commands) -> None:
         "(uint8 256x256 images). The version is written under a temporary name, loaded back through TF Serving's "
         "own TF1 Session path and run on every signature, then renamed into place.",
     )
-    parser.add_argument("run_dir", help="a directory written by `alexnet-tf train`")
+    parser.add_argument("run_dir", help="a directory written by `alexnet-tf train` or `import-weights`, or a preset "
+                        "directory (ImageClassifier.save_to_preset)")
     parser.add_argument("--base-dir", default="export", help="model base directory (default: export)")
     parser.add_argument("--name", default="alexnet", help="model name (default: alexnet)")
     parser.add_argument("--version", type=int, help="version number (default: the highest existing + 1)")
@@ -31,12 +32,15 @@ def run(args) -> None:
     import pathlib
 
     import export
+    from alexnet_tf.classifier import PresetError, presets
 
-    _, model, stats = load_run(args.run_dir, args.model)
-    labels = (pathlib.Path(args.run_dir) / "labels.txt").read_text().splitlines()
     try:
-        result = export.export(model, args.base_dir, name=args.name, version=args.version,
-                               mean_image=stats.mean_image, labels=labels, max_pixels=args.max_pixels,
+        loaded = presets.read(args.run_dir, args.model)
+    except PresetError as error:
+        raise UserError(str(error)) from None
+    try:
+        result = export.export(loaded.model, args.base_dir, name=args.name, version=args.version,
+                               mean_image=loaded.mean_image, labels=loaded.labels, max_pixels=args.max_pixels,
                                overwrite=args.overwrite)
     except (export.ExportError, ValueError) as error:
         raise UserError(str(error)) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alexnet_tf.cli.common import add_data_source_options, load_run, run_splits
+from alexnet_tf.cli.common import add_data_source_options, load_classifier, run_splits
 
 NAME = "figures"
 
@@ -31,12 +31,11 @@ def run(args) -> None:
 
     from alexnet_tf import figures
 
-    config, model, stats = load_run(args.run_dir, args.model)
+    classifier, config = load_classifier(args.run_dir, args.model)
     run_dir = pathlib.Path(args.run_dir)
-    classes = (run_dir / "labels.txt").read_text().splitlines()
     train, validation = run_splits(args, config)
     out = pathlib.Path(args.out) if args.out else run_dir / "figures"
-    written = figures.draw_all(model, stats, classes, out, train=train, validation=validation,
+    written = figures.draw_all(classifier, out, train=train, validation=validation,
                                history_path=run_dir / "history.csv", database_limit=args.neighbour_pool)
     for name, path in written.items():
         print(f"wrote {path} ({name})")

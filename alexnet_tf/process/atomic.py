@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 
 import numpy as np
 
@@ -28,3 +29,18 @@ def save_npz(path: str | pathlib.Path, **arrays) -> None:
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     tmp.replace(path)
+
+
+def replace_directory(new: str | pathlib.Path, final: str | pathlib.Path, retired_name: str | None = None) -> None:
+    """Move the finished directory `new` to `final` (same file system), replacing what was there: the old one is
+    renamed away first (to `retired_name` beside it, default `.NAME.retired`) and deleted once the new one is in
+    place, so `final` is the old directory or the whole new one, never a mixture."""
+    new, final = pathlib.Path(new), pathlib.Path(final)
+    if not final.exists():
+        new.rename(final)
+        return
+    retired = final.with_name(retired_name or f".{final.name}.retired")
+    shutil.rmtree(retired, ignore_errors=True)
+    final.rename(retired)
+    new.rename(final)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -131,6 +131,20 @@ def test_the_export_answers_center_crop_with_caffes_result(imported, weights, me
     assert served["labels"].numpy()[0, 0].decode() == labels[top]
 
 
+def test_predict_model_on_an_imported_run_gives_caffes_top_labels(imported, weights, mean_bgr, tmp_path):
+    """`alexnet-tf predict --model RUN` (no server) answers Caffe's top-5 with the ILSVRC-2012 labels."""
+    run_dir, _ = imported
+    labels = (run_dir / "labels.txt").read_text().splitlines()
+    image = np.random.default_rng(10).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    (tmp_path / "photo.png").write_bytes(tf.io.encode_png(image).numpy())
+    result = run_cli("predict", str(tmp_path / "photo.png"), "--model", str(run_dir), "--crops", "center", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.splitlines()[-1])
+    logits = caffe.forward(weights, caffe_input(image, mean_bgr))["logits"]
+    assert answer["labels"][0] == labels[int(np.argmax(logits))] and len(answer["labels"]) == 5
+    assert answer["labels"][0].startswith("n") and " " in answer["labels"][0]  # "n01440764 tench, ..."
+
+
 def test_fine_tuning_from_an_imported_run_adopts_the_caffe_variant(imported, demo_cache, tmp_path):
     run_dir, _ = imported
     tuned = tmp_path / "tuned"
