@@ -59,7 +59,7 @@ def main() -> None:
     jpeg = buffer.getvalue()  # an ImageNet-sized photo
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = export.export_saved_model(classifier.trained, tmp, mean_image=classifier.mean_image,
+        path = export.export_saved_model(classifier.model, tmp, mean_image=classifier.mean_image,
                                          labels=classifier.labels)
         graph = tf.Graph()
         session = tf.compat.v1.Session(graph=graph)  # used outside `graph.as_default()`: predict runs eagerly

@@ -59,8 +59,8 @@ class ImageClassifier:
             raise ValueError(f"{len(self.labels)} labels for a model of {model.num_classes} classes")
         self.mean_image = np.asarray(mean_image, np.float32)
         self.source = pathlib.Path(source) if source is not None else None
-        self.trained = model
-        self.model = inference_copy(model)
+        self._trained_config = keras.saving.serialize_keras_object(model)  # the precision it trained with
+        self.model = inference_copy(model)  # the only copy of the weights kept: a float32, unplaced network
         self.test_time = TestTime(self.model, self.mean_image, max_pixels)
         pixels = tf.TensorSpec([None, ops.PAPER_SIZE, ops.PAPER_SIZE, 3], tf.uint8)
         self._probabilities = {crops: tf.function(lambda p, c=crops: self.test_time.probabilities(p, c),
@@ -86,8 +86,8 @@ class ImageClassifier:
     def save_to_preset(self, directory: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
         """Write keras-hub's preset layout (config.json, model.weights.h5, metadata.json, preprocessor.json,
         assets/labels.txt, assets/mean_image.npy), atomically; `from_preset(directory)` gives the same answers."""
-        loaded = presets.Loaded(self.trained, self.mean_image, self.labels, self.source or pathlib.Path("."))
-        return presets.save_preset(loaded, directory, overwrite=overwrite)
+        loaded = presets.Loaded(self.model, self.mean_image, self.labels, self.source or pathlib.Path("."))
+        return presets.save_preset(loaded, directory, config=self._trained_config, overwrite=overwrite)
 
     @property
     def image_size(self) -> int:

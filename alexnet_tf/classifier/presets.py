@@ -114,9 +114,11 @@ def read(path: str | pathlib.Path, which: str = "best") -> Loaded:
     raise PresetError(f"{path} holds no model: expected {EXPECTED}")
 
 
-def save_preset(loaded: Loaded, directory: str | pathlib.Path, *, overwrite: bool = False) -> pathlib.Path:
+def save_preset(loaded: Loaded, directory: str | pathlib.Path, *, config: dict | None = None,
+                overwrite: bool = False) -> pathlib.Path:
     """Write `directory` in keras-hub's layout, assembled under a temporary name beside it and renamed into place:
-    a crash leaves the old preset or the whole new one."""
+    a crash leaves the old preset or the whole new one. `config`: the Keras config to record (default: the model's;
+    ImageClassifier passes the trained model's, so a preset keeps the precision it was trained with)."""
     import alexnet_tf
 
     directory = pathlib.Path(directory)
@@ -126,7 +128,7 @@ def save_preset(loaded: Loaded, directory: str | pathlib.Path, *, overwrite: boo
     model = loaded.model
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.saving-", dir=directory.parent))
     try:
-        config = keras.saving.serialize_keras_object(model)
+        config = json.loads(json.dumps(config or keras.saving.serialize_keras_object(model)))  # a copy
         for key in ("compile_config", "build_config"):  # a preset holds the network, not a training state
             config.pop(key, None)
         config["config"]["tower_devices"] = None
@@ -143,7 +145,7 @@ def save_preset(loaded: Loaded, directory: str | pathlib.Path, *, overwrite: boo
         metadata = {"keras_version": keras.version(), "alexnet_tf_version": alexnet_tf.__version__,
                     "parameter_count": model.count_params(), "variant": model.variant,
                     "num_classes": model.num_classes, "image_size": model.image_size,
-                    "dtype": model.get_config()["dtype"], "source": str(loaded.path),
+                    "dtype": config["config"].get("dtype"), "source": str(loaded.path),
                     "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
         atomic.write_text(staging / "metadata.json", json.dumps(metadata, indent=2) + "\n")
         atomic.replace_directory(staging, directory)

@@ -131,6 +131,9 @@ def test_a_mixed_precision_run_classifies_in_float32(tmp_path, photos):
     assert classifier.model.get_layer("conv1_a").dtype_policy.name == "float32"
     probabilities = classifier.predict(photos[1])
     assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    preset = classifier.save_to_preset(tmp_path / "preset")  # keeps the precision the run trained with
+    assert json.loads((preset / "metadata.json").read_text())["dtype"] == "mixed_bfloat16"
+    np.testing.assert_array_equal(ImageClassifier.from_preset(preset).predict(photos[1]), probabilities)
 
 
 def test_bad_paths_name_the_path_and_what_was_expected(tmp_path, exported_run):
