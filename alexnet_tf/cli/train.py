@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from alexnet_tf.cli.common import UserError, add_data_source_options
 
 NAME = "train"
@@ -13,7 +15,9 @@ def add_parser(commands) -> None:
         help="train AlexNet (no arguments: the demo preset on the built-in demo data, under 10 minutes on a CPU)",
         description="Train the two-tower AlexNet with the paper's update rule and schedule. Settings come from a "
         "preset, then a --config file (JSON or YAML, any subset of the model/data/train sections), then the flags "
-        "below and --set SECTION.KEY=VALUE. Running the same command again resumes from the last backup.",
+        "below and --set SECTION.KEY=VALUE. Running the same command again resumes from the last backup. SIGTERM or "
+        "Ctrl-C: the current step ends, a backup is written at it, and the exit status is 143 (130 for Ctrl-C); "
+        "a second Ctrl-C stops at once.",
     )
     parser.add_argument("--preset", choices=("paper", "demo", "finetune", "smoke"),
                         help="starting point (default: finetune with --init-from, demo for --data demo, paper "
@@ -98,9 +102,16 @@ def run(args) -> None:
     from alexnet_tf.training.config import default_run_dir
     from alexnet_tf.training.finetune import SourceError
     from alexnet_tf.training.loop import TrainingError, format_summary, train
+    from alexnet_tf.training.preemption import Preempted
 
+    stopped = None
     try:
         result = train(config, args.run_dir or default_run_dir(config.preset), fresh=args.fresh)
     except (DatasetError, TrainingError, SourceError) as error:
         raise UserError(str(error)) from None
+    except Preempted as stop:  # a backup at the exact step: exit as the signal would have, 143 or 130
+        stopped = (str(stop), stop.exit_status)
+    if stopped:
+        print(f"alexnet-tf train: {stopped[0]}", file=sys.stderr, flush=True)
+        raise SystemExit(stopped[1])
     print(format_summary(result))

@@ -42,16 +42,26 @@ def _fixed_parallelism(dataset: tf.data.Dataset, options: tf.data.Options | None
 
 class SkipCounter:
     """Counts examples that entered the decode step and examples that came out of it; at the end of an epoch
-    (a finite pass) the difference is the number of unreadable records that were dropped."""
+    (a finite pass) the difference is the number of unreadable records that were dropped.
+
+    `consumed` is the number of records, in the epoch's order, up to and including the last one of the newest
+    batch the training step has taken (set as the step takes it: `train_epochs` ends in a synchronous map, after
+    the prefetch). Minus the batches' examples, it is the count of unreadable records before that point, which a
+    backup records, so that a resumed epoch skips exactly the records the interrupted one had used."""
 
     def __init__(self):
         with tf.init_scope():
             self.entered = tf.Variable(0, dtype=tf.int64, trainable=False, name="records_entered")
             self.delivered = tf.Variable(0, dtype=tf.int64, trainable=False, name="records_delivered")
+            self.consumed = tf.Variable(0, dtype=tf.int64, trainable=False, name="records_consumed")
 
     @property
     def skipped(self) -> int:
         return int(self.entered.numpy() - self.delivered.numpy())
+
+    def unreadable_before(self, batches: int, batch_size: int) -> int:
+        """Unreadable records among those consumed by the first `batches` batches of the epoch."""
+        return int(self.consumed.numpy()) - batches * batch_size
 
     def reset(self) -> None:
         self.entered.assign(0)
@@ -121,10 +131,12 @@ def epoch_seed(seed, epoch) -> tf.Tensor:
 
 
 def _epoch_batches(source: RecordsSource, stats: Stats, batch_size: int, *, augmentation: Augmentation = Augmentation(),
-                   shuffle_buffer: int = 10_000, seed: int = 0, epoch=0, skip_batches=0, steps: int | None = None,
-                   deterministic: bool = False, input_context=None, counter: SkipCounter | None = None,
-                   limit: int | None = None) -> tf.data.Dataset:
-    """One epoch's batches (no dataset options: usable inside `flat_map`); `epoch`/`skip_batches` may be tensors."""
+                   shuffle_buffer: int = 10_000, seed: int = 0, epoch=0, skip_batches=0, skip_unreadable=0,
+                   steps: int | None = None, deterministic: bool = False, input_context=None,
+                   counter: SkipCounter | None = None, limit: int | None = None) -> tf.data.Dataset:
+    """One epoch's (positions, images, labels) batches, positions being each example's place in the epoch's order
+    (no dataset options: usable inside `flat_map`). The first `skip_batches` batches are left out, which used
+    `skip_unreadable` unreadable records besides their examples; `epoch` and both skips may be tensors."""
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     size = augmentation.crop_size
@@ -153,7 +165,7 @@ def _epoch_batches(source: RecordsSource, stats: Stats, batch_size: int, *, augm
         if augmentation.pca_std:  # (crop - mean) + offset as crop - (mean - offset): one float pass fewer
             mean_window = ops.add_per_channel(mean_window, -lighting(seeds[2]))
         image = tf.cast(crop, tf.float32) - mean_window
-        return tf.ensure_shape(image, [size, size, 3]), parsed["label"]
+        return position, tf.ensure_shape(image, [size, size, 3]), parsed["label"]
 
     ordered = deterministic or None
     dataset = _records(source, shuffle_seed=this_epoch if limit is None else None, deterministic=ordered,
@@ -164,7 +176,7 @@ def _epoch_batches(source: RecordsSource, stats: Stats, batch_size: int, *, augm
     if steps is not None:  # exactly `steps` batches: the pass again (same order) if it is shorter
         dataset = dataset.repeat()
     # Consumed records are skipped here, before they are decoded: resuming mid-epoch costs a read, not a replay.
-    dataset = dataset.skip(tf.cast(skip_batches, tf.int64) * batch_size)
+    dataset = dataset.skip(tf.cast(skip_batches, tf.int64) * batch_size + tf.cast(skip_unreadable, tf.int64))
     dataset = dataset.map(example, num_parallel_calls=parallel_calls(), deterministic=ordered)
     dataset = _drop_unreadable(dataset, counter).batch(batch_size, drop_remainder=True)
     if steps is not None:
@@ -175,6 +187,8 @@ def _epoch_batches(source: RecordsSource, stats: Stats, batch_size: int, *, augm
 def _train_options(dataset: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
     options = tf.data.Options()
     options.deterministic = deterministic
+    # No prefetch after the last (synchronous) map: `train_epochs` notes the consumed position there.
+    options.experimental_optimization.inject_prefetch = False
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return _fixed_parallelism(dataset, options)
 
@@ -211,20 +225,28 @@ def train_dataset(
     dataset = _epoch_batches(source, stats, batch_size, augmentation=augmentation, shuffle_buffer=shuffle_buffer,
                              seed=seed, epoch=epoch, skip_batches=skip_batches, steps=steps,
                              deterministic=deterministic, input_context=input_context, counter=counter, limit=limit)
-    return _train_options(dataset, deterministic)
+    return _train_options(dataset.map(lambda positions, images, labels: (images, labels)), deterministic)
 
 
-def train_epochs(position: Callable[[], tuple[int, int]], source: RecordsSource, stats: Stats, batch_size: int,
+def train_epochs(position: Callable[[], tuple[int, int, int]], source: RecordsSource, stats: Stats, batch_size: int,
                  **kwargs) -> tf.data.Dataset:
-    """`train_dataset` for the (epoch, skip_batches) that `position()` returns when an iteration starts: Keras
-    iterates a dataset afresh every epoch, so a callback that moves the position at each epoch's begin
+    """`train_dataset` for the (epoch, skip_batches, skip_unreadable) that `position()` returns when an iteration
+    starts: Keras iterates a dataset afresh every epoch, so a callback that moves the position at each epoch's begin
     (`alexnet_tf.training.backup.EpochPosition`) makes each pass the right epoch, resumed ones included. (Asked from
-    Python at iteration time: a tf.Variable would be captured by value when Keras distributes the dataset.)"""
+    Python at iteration time: a tf.Variable would be captured by value when Keras distributes the dataset.)
+    With a `counter`, each batch sets `counter.consumed` as the training step takes it."""
     current = tf.data.Dataset.from_generator(lambda: iter([position()]),
-                                             output_signature=tf.TensorSpec([2], tf.int64))
-    dataset = current.flat_map(
-        lambda at: _epoch_batches(source, stats, batch_size, epoch=at[0], skip_batches=at[1], **kwargs))
-    return _train_options(dataset, kwargs.get("deterministic", False))
+                                             output_signature=tf.TensorSpec([3], tf.int64))
+    dataset = current.flat_map(lambda at: _epoch_batches(source, stats, batch_size, epoch=at[0],
+                                                         skip_batches=at[1], skip_unreadable=at[2], **kwargs))
+    counter = kwargs.get("counter")
+
+    def taken(positions, images, labels):
+        if counter is not None:
+            counter.consumed.assign(tf.reduce_max(positions) + 1)
+        return images, labels
+
+    return _train_options(dataset.map(taken), kwargs.get("deterministic", False))
 
 
 def eval_dataset(

@@ -3,9 +3,10 @@ work since the last complete backup, and the resumed run continues at the exact 
 
 A backup is two files in `checkpoints/`: `backup-<step>.weights.h5` (weights, optimizer slots, step counter and
 learning rate, written by Keras under a temporary name, flushed to disk, then renamed) and `backup-<step>.json`
-(epoch, batch within the epoch, the dropout generators' states, the schedule's state, the weights file's size),
-written last: the JSON is the commit. Only then are older backups deleted, so one complete backup always exists.
-A resume takes the newest backup whose weights are complete and load, and says in one line what it skipped.
+(epoch, batch within the epoch, unreadable records before it, the dropout generators' states, the schedule's
+state, the weights file's size), written last: the JSON is the commit. Only then are older backups deleted, so one
+complete backup always exists. A resume takes the newest backup whose weights are complete and load, and says in
+one line what it skipped.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ class Backups:
         """Whether there is a backup to resume from (ours, or Keras' from an earlier alexnet-tf)."""
         return bool(self._committed()) or (self.directory / "latest.weights.h5").is_file()
 
-    def save(self, model: keras.Model, *, epoch: int, batch: int, state: dict | None = None) -> dict:
-        """Back up the model at `batch` batches into epoch `epoch` (0-based); returns the metadata written.
+    def save(self, model: keras.Model, *, epoch: int, batch: int, state: dict | None = None,
+             unreadable: int = 0) -> dict:
+        """Back up the model at `batch` batches into epoch `epoch` (0-based), `unreadable` records of the epoch
+        having been dropped before that point; returns the metadata written.
         A second backup at the same step (an epoch's end right after a timed backup) rewrites only the JSON."""
         self.directory.mkdir(parents=True, exist_ok=True)
         step = int(model.optimizer.iterations.numpy())
@@ -68,7 +71,8 @@ class Backups:
             _write_weights(model, partial)
             partial.replace(weights)
         metadata = {
-            "epoch": epoch, "batch": batch, "step": step, "weights": weights.name, "bytes": weights.stat().st_size,
+            "epoch": epoch, "batch": batch, "unreadable_records": unreadable, "step": step, "weights": weights.name,
+            "bytes": weights.stat().st_size,
             "seed_generators": {v.path: np.asarray(v.numpy()).tolist() for v in _seed_generators(model)},
             "state": state or {}, "written_at": time.time(), "write_seconds": round(time.monotonic() - started, 3),
         }
@@ -123,19 +127,21 @@ class Backups:
 
 
 class EpochPosition(keras.callbacks.Callback):
-    """The data position, (epoch, batches to skip), that `pipeline.train_epochs` asks for when each epoch's pass
-    starts; set at each epoch's begin, before Keras starts the pass: the resumed epoch skips what was trained."""
+    """The data position, (epoch, batches to skip, unreadable records among them), that `pipeline.train_epochs`
+    asks for when each epoch's pass starts; set at each epoch's begin, before Keras starts the pass: the resumed
+    epoch skips exactly the records that were trained (and the unreadable ones between them)."""
 
-    def __init__(self, start_epoch: int = 0, start_batch: int = 0):
+    def __init__(self, start_epoch: int = 0, start_batch: int = 0, start_unreadable: int = 0):
         super().__init__()
-        self.start_epoch, self.start_batch = start_epoch, start_batch
-        self.current = (start_epoch, start_batch)
+        self.start_epoch, self.start_batch, self.start_unreadable = start_epoch, start_batch, start_unreadable
+        self.current = (start_epoch, start_batch, start_unreadable)
 
-    def __call__(self) -> tuple[int, int]:
+    def __call__(self) -> tuple[int, int, int]:
         return self.current
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.current = (epoch, self.start_batch if epoch == self.start_epoch else 0)
+        resumed = epoch == self.start_epoch
+        self.current = (epoch, self.start_batch if resumed else 0, self.start_unreadable if resumed else 0)
 
 
 class ExactStepCount(keras.callbacks.Callback):
@@ -158,22 +164,33 @@ class BackupEvery(keras.callbacks.Callback):
     """Back up every `minutes` of wall time (or every `steps` batches, when given) and at every epoch's end.
 
     `stateful` maps names to callbacks with `get_state()`; their states go into each backup (put this callback
-    after them, so an epoch-end backup holds their end-of-epoch state).
+    after them, so an epoch-end backup holds their end-of-epoch state). With a `counter` (one input pipeline, no
+    fixed epoch length), each backup also records the unreadable records before its position.
     """
 
     def __init__(self, backups: Backups, *, minutes: float, steps: int | None = None, start_epoch: int = 0,
-                 start_batch: int = 0, stateful: dict | None = None):
+                 start_batch: int = 0, stateful: dict | None = None, counter=None, batch_size: int = 0):
         super().__init__()
         self.backups, self.seconds, self.steps = backups, minutes * 60.0, steps
         self.start_epoch, self.start_batch = start_epoch, start_batch
         self.stateful = stateful or {}
+        self.counter, self.batch_size = counter, batch_size
         self._offset = self._since = 0
         self._last = time.monotonic()
+        self.position = (start_epoch, start_batch)  # (epoch, batches into it) of the weights as they are now
+        self.last: dict | None = None  # the newest backup's metadata
 
-    def _save(self, epoch: int, batch: int) -> None:
+    def save(self) -> dict:
+        """Back up at the current position now (the pre-emption path calls this too); its metadata."""
+        epoch, batch = self.position
         state = {name: callback.get_state() for name, callback in self.stateful.items()}
-        self.backups.save(self.model, epoch=epoch, batch=batch, state=state)
+        unreadable = self.counter.unreadable_before(batch, self.batch_size) if self.counter and batch else 0
+        if not (self.last and self.last["step"] == int(self.model.optimizer.iterations.numpy())
+                and (self.last["epoch"], self.last["batch"]) == (epoch, batch)):
+            self.last = self.backups.save(self.model, epoch=epoch, batch=batch, state=state,
+                                          unreadable=unreadable)
         self._since, self._last = 0, time.monotonic()
+        return self.last
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -181,9 +198,11 @@ class BackupEvery(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._since += 1
+        self.position = (self._epoch, self._offset + batch + 1)
         due = self._since >= self.steps if self.steps else time.monotonic() - self._last >= self.seconds
         if due:
-            self._save(self._epoch, self._offset + batch + 1)
+            self.save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save(epoch + 1, 0)
+        self.position = (epoch + 1, 0)
+        self.save()

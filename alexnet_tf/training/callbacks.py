@@ -3,6 +3,8 @@ steps), the learning rate and skipped records in each epoch's logs, and `best.ke
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import pathlib
@@ -39,17 +41,19 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class SkippedRecords(keras.callbacks.Callback):
-    """Reports, per epoch, the training records that could not be read and were dropped."""
+    """Reports, per epoch, the training records that could not be read and were dropped: a line and a
+    `skipped_records` entry in the epoch's logs when there were any (a clean run's progress lines stay clean).
+    A resumed epoch adds the `start_unreadable` records its backup says were dropped before the resume point."""
 
-    def __init__(self, counter: pipeline.SkipCounter):
+    def __init__(self, counter: pipeline.SkipCounter, start_epoch: int = 0, start_unreadable: int = 0):
         super().__init__()
-        self.counter = counter
+        self.counter, self.start_epoch, self.start_unreadable = counter, start_epoch, start_unreadable
 
     def on_epoch_end(self, epoch, logs=None):
-        skipped = self.counter.skipped
-        if logs is not None:
-            logs["skipped_records"] = skipped
+        skipped = self.counter.skipped + (self.start_unreadable if epoch == self.start_epoch else 0)
         if skipped:
+            if logs is not None:
+                logs["skipped_records"] = skipped
             print(f"epoch {epoch + 1}: skipped {skipped} unreadable training record(s)")
         self.counter.reset()
 
@@ -104,6 +108,36 @@ def schedule_callbacks(config: Config, steps_per_epoch: int, monitor: str) -> li
 
 
 # === The run's files ===
+class HistoryFile(keras.callbacks.Callback):
+    """`history.csv`, one row per epoch, in Keras' CSVLogger format ("epoch" then the sorted log keys, "NA" where an
+    epoch has no value), rewritten whole under a temporary name at each epoch's end. Rows of epochs from
+    `start_epoch` on were written by a run stopped before its epoch-end backup committed them: they are dropped,
+    so the resumed run's rows replace them, never repeat them. A key that first appears later (validation every N
+    epochs, skipped records) gets a column; CSVLogger would fix its columns at the first epoch and drop it."""
+
+    def __init__(self, path: pathlib.Path, start_epoch: int = 0):
+        super().__init__()
+        self.path, self.start_epoch = path, start_epoch
+        self.rows: list[dict] | None = None
+
+    def on_train_begin(self, logs=None):
+        if self.rows is not None:  # the second fit of a resumed run: carry on
+            return
+        self.rows = []
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < self.start_epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}})
+        keys = sorted({key for row in self.rows for key in row} - {"epoch"})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["epoch", *keys], restval="NA", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic.write_text(self.path, out.getvalue())
+
+
 def save_keras_atomic(model: keras.Model, path: pathlib.Path) -> None:
     """`model.save(path)` under a temporary name first: a kill mid-write never leaves a half file at `path`."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")

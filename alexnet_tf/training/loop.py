@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import gc
 import hashlib
 import json
 import logging
@@ -38,9 +39,10 @@ from alexnet_tf.network import placement
 from alexnet_tf.network.model import VARIANTS, build_alexnet
 from alexnet_tf.network.optimizer import PaperSGD
 from alexnet_tf.process import atomic
-from alexnet_tf.training import backup, execution, finetune
+from alexnet_tf.training import backup, execution, finetune, preemption
 from alexnet_tf.training.callbacks import (
     AtomicBestModel,
+    HistoryFile,
     PlateauSchedule,
     SkippedRecords,
     StopAfterEpoch,
@@ -260,6 +262,7 @@ def train(
         model.optimizer.build(model.trainable_variables)  # so a backup's optimizer slots have a home
         restored = backups.restore(model) if resuming else None
     start_epoch, start_batch = (restored["epoch"], restored["batch"]) if restored else (0, 0)
+    start_unreadable = restored.get("unreadable_records", 0) if restored else 0
     if source is not None:
         # The copied weights are the run's first backup, so a crash before the first regular one resumes from
         # them, not from a random init, and the source is never needed again.
@@ -274,7 +277,7 @@ def train(
     # Several replicas need the same number of batches each: every epoch is then exactly steps_per_epoch long.
     exact_steps = config.train.steps_per_epoch or (steps_per_epoch if replicas > 1 else None)
     counter = None if exact_steps else pipeline.SkipCounter()
-    position = backup.EpochPosition(start_epoch, start_batch)
+    position = backup.EpochPosition(start_epoch, start_batch, start_unreadable)
 
     def train_data(input_context=None):
         return pipeline.train_epochs(
@@ -302,17 +305,21 @@ def train(
     for name, callback in stateful.items():
         if restored and name in restored.get("state", {}):
             callback.set_state(restored["state"][name])
+    backup_every = backup.BackupEvery(backups, minutes=config.train.backup_minutes, steps=config.train.backup_every,
+                                      start_epoch=start_epoch, start_batch=start_batch, stateful=stateful,
+                                      counter=counter, batch_size=config.train.batch_size)
+    requests = preemption.SignalRequests()
     callbacks = [
         backup.ExactStepCount(),
         position,
         *schedule,
-        *([SkippedRecords(counter)] if counter is not None else []),
+        *([SkippedRecords(counter, start_epoch, start_unreadable)] if counter is not None else []),
         keras.callbacks.TerminateOnNaN(),
         AtomicBestModel(run_dir / "best.keras", monitor),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        HistoryFile(run_dir / "history.csv", start_epoch),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-        backup.BackupEvery(backups, minutes=config.train.backup_minutes, steps=config.train.backup_every,
-                           start_epoch=start_epoch, start_batch=start_batch, stateful=stateful),  # last: sees the rest
+        backup_every,  # after the others: an epoch-end backup holds their state
+        preemption.StopOnSignal(requests, backup_every, strategy),  # last: after that backup
     ]
 
     print(f"training {config.preset!r} preset: {examples} images, {num_classes} classes, batch "
@@ -333,23 +340,30 @@ def train(
     phases = [(start_epoch, [*callbacks, StopAfterEpoch()]), (start_epoch + 1, callbacks)] if start_batch else \
         [(start_epoch, callbacks)]
     history: dict[str, list] = {}
-    try:
-        for index, (initial_epoch, phase_callbacks) in enumerate(phases):
-            if index and (initial_epoch >= config.train.epochs or not np.isfinite(history["loss"][-1])):
-                break
-            model.stop_training = False
-            run = model.fit(train_ds, initial_epoch=initial_epoch, callbacks=phase_callbacks, **fit)
-            for key, values in run.history.items():
-                history.setdefault(key, []).extend(values)
-    except tf.errors.InvalidArgumentError as error:
-        message = str(error)
-        match = re.search(r"label value of (-?\d+).*?\[0, (\d+)\)", message, re.S)
-        if match:
-            raise TrainingError(
-                f"class count mismatch: the data has label {match[1]}, but the model has {match[2]} classes; "
-                "check --num-classes and --label-offset (tensorflow/models ImageNet shards are 1-based)"
-            ) from None
-        raise
+    stopped = None
+    with requests:  # SIGTERM / SIGINT from here on: a backup at the step, then `preemption.Preempted`
+        try:
+            for index, (initial_epoch, phase_callbacks) in enumerate(phases):
+                if index and (initial_epoch >= config.train.epochs or not np.isfinite(history["loss"][-1])):
+                    break
+                model.stop_training = False
+                run = model.fit(train_ds, initial_epoch=initial_epoch, callbacks=phase_callbacks, **fit)
+                for key, values in run.history.items():
+                    history.setdefault(key, []).extend(values)
+        except preemption.Preempted as stop:
+            stopped = stop.with_traceback(None)  # raised below, without the frames that hold the data iterators
+        except tf.errors.InvalidArgumentError as error:
+            message = str(error)
+            match = re.search(r"label value of (-?\d+).*?\[0, (\d+)\)", message, re.S)
+            if match:
+                raise TrainingError(
+                    f"class count mismatch: the data has label {match[1]}, but the model has {match[2]} classes; "
+                    "check --num-classes and --label-offset (tensorflow/models ImageNet shards are 1-based)"
+                ) from None
+            raise
+    if stopped is not None:
+        gc.collect()  # the data iterators go now, not at interpreter exit (where tf.data would print an error)
+        raise stopped
     losses = history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise TrainingError(

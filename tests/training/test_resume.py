@@ -2,7 +2,9 @@
 resumed run continues at the exact batch, trains exactly the planned steps, and ends with the weights of an
 uninterrupted run (seeded, deterministic data)."""
 
+import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -16,35 +18,48 @@ PLAN = 12  # 2 epochs x 6 steps
 TRAIN = ["train", "--preset", "smoke", "--steps-per-epoch", "6", "--epochs", "2", "--set", "train.backup_every=3",
          "--set", "data.deterministic=true", "--set", "data.seed=7", "--set", "model.dropout=0.5"]
 
-# Runs `alexnet-tf` with one patch: SIGKILL at a chosen moment (the test's "worst moment"), in the real process.
+# Runs `alexnet-tf` with one patch: a signal at a chosen moment (the test's "worst moment"), in the real process.
 KILLER = """
 import os, signal, sys
 import alexnet_tf.training.backup as backup
+import alexnet_tf.training.callbacks as callbacks
 where, at = sys.argv[1], int(sys.argv[2])
-if where == "write":  # inside the at-th weights write: a third of the file on disk, then killed
+if where in ("write", "term-write"):  # the at-th weights write: killed inside it, or SIGTERM twice around it
     real, writes = backup._write_weights, []
     def write(model, path):
         writes.append(path)
+        if where == "term-write" and len(writes) == at:
+            os.kill(os.getpid(), signal.SIGTERM)
         real(model, path)
         if len(writes) == at:
+            if where == "term-write":
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             with open(path, "r+b") as f:
                 f.truncate(os.path.getsize(path) // 3)
             os.kill(os.getpid(), signal.SIGKILL)
     backup._write_weights = write
-else:  # after the optimizer step `at`, between backups
+elif where == "history":  # right after epoch `at`'s history row, before its epoch-end backup
+    real_row = callbacks.HistoryFile.on_epoch_end
+    def row(self, epoch, logs=None):
+        real_row(self, epoch, logs)
+        if epoch == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    callbacks.HistoryFile.on_epoch_end = row
+else:  # after the optimizer step `at`, between backups: SIGKILL ("step") or SIGTERM ("term")
     real_end = backup.BackupEvery.on_train_batch_end
     def end(self, batch, logs=None):
         real_end(self, batch, logs)
         if int(self.model.optimizer.iterations.numpy()) == at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGTERM if where == "term" else signal.SIGKILL)
     backup.BackupEvery.on_train_batch_end = end
 from alexnet_tf.cli import main
 sys.exit(main(sys.argv[3:]))
 """
 
 
-def train(run_dir, kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
-    args = [*TRAIN, "--run-dir", str(run_dir)]
+def train(run_dir, kill: tuple[str, int] | None = None, args=TRAIN) -> subprocess.CompletedProcess:
+    args = [*args, "--run-dir", str(run_dir)]
     command = [sys.executable, "-c", KILLER, kill[0], str(kill[1]), *args] if kill else \
         [sys.executable, "-m", "alexnet_tf.cli", *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -96,6 +111,87 @@ def test_two_kills_between_backups_end_with_the_uninterrupted_weights(uninterrup
     assert "resuming from the backup at epoch 2, batch 3 (step 9)" in result.stdout
     assert_same_run(run_dir, uninterrupted)
     assert [b["step"] for b in committed(run_dir)] == [PLAN]  # only the latest backup is kept
+
+
+def history_epochs(run_dir) -> list[int]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_sigterm_mid_epoch_backs_up_at_that_step_and_the_resume_finishes_the_plan(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    stopped = train(run_dir, kill=("term", 4))  # 1 step after the step-3 backup
+    assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    line = re.search(r"SIGTERM: stopped at epoch 1, batch 4 \(step 4\); backup written to .* ([\d.]+) s after the "
+                     r"signal; run the same command to resume", stopped.stderr)
+    assert line and float(line[1]) < 30, stopped.stderr[-2000:]
+    assert [b["step"] for b in committed(run_dir)] == [4]
+    assert "Traceback" not in stopped.stderr and "finalizing GeneratorDataset" not in stopped.stderr
+
+    # The resumed run is then killed after epoch 1's history row, before the epoch-end backup commits it.
+    killed = train(run_dir, kill=("history", 0))
+    assert killed.returncode == -9
+    assert "resuming from the backup at epoch 1, batch 4 (step 4)" in killed.stdout
+    assert history_epochs(run_dir) == [0]
+
+    result = train(run_dir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "resuming from the backup at epoch 1, batch 4 (step 4)" in result.stdout
+    assert history_epochs(run_dir) == [0, 1]  # one row per epoch, the killed run's row replaced
+    assert_same_run(run_dir, uninterrupted)  # the remaining 8 steps only: one more would change the weights
+
+
+def test_sigterm_twice_during_a_backup_write_leaves_that_backup_whole(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    stopped = train(run_dir, kill=("term-write", 1))  # the step-3 backup: SIGTERM before and after its write
+    assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    assert "stopped at epoch 1, batch 3 (step 3)" in stopped.stderr
+    assert [b["step"] for b in committed(run_dir)] == [3]
+    assert not list((run_dir / "checkpoints").glob("unfinished-*"))
+    result = train(run_dir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "ignoring" not in result.stdout
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_a_resumed_epoch_skips_the_unreadable_records_before_its_backup(demo_cache, tmp_path):
+    """Batches are made after unreadable records are dropped: the resume must skip them too, or it re-trains
+    as many examples as there were unreadable records before the backup."""
+    import tensorflow as tf
+
+    from alexnet_tf.data import records
+    from alexnet_tf.data.prepare import prepare
+
+    shards = tmp_path / "shards"
+    prepare("demo", shards, progress=False)
+    shard = next(shards.glob("train-00000-of-*"))
+    good = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(shard))]
+    broken = records.encode_example(b"\xff\xd8\xff\xe0 not a jpeg", 1, height=256, width=256)
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for i, record in enumerate(good):
+            writer.write(record)
+            if i < 6:
+                writer.write(broken)
+    args = [*TRAIN[:3], "--data", f"records:{shards}", "--epochs", "1", "--set", "train.steps_per_epoch=none",
+            "--set", "train.backup_every=1000", *TRAIN[9:]]
+    whole = train(tmp_path / "whole", args=args)
+    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
+    assert "epoch 1: skipped 6 unreadable training record(s)" in whole.stdout
+    clean = train(tmp_path / "clean", args=[*args[:3], *args[5:], "--set", "data.limit_train=8"])
+    assert clean.returncode == 0 and "skipped_records" not in clean.stdout  # no "skipped_records: 0" on progress
+
+    run_dir = tmp_path / "run"
+    stopped = train(run_dir, kill=("term", 10), args=args)
+    assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    before = committed(run_dir)[0]["unreadable_records"]
+    assert 0 < before < 6  # with this seed, some of the unreadable records came before step 10
+    resumed = train(run_dir, args=args)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "epoch 1: skipped 6 unreadable training record(s)" in resumed.stdout  # the epoch's count, both parts
+    ours, theirs = load_model(run_dir / "final.keras"), load_model(tmp_path / "whole" / "final.keras")
+    assert int(ours.optimizer.iterations.numpy()) == int(theirs.optimizer.iterations.numpy())
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_a_damaged_backup_is_skipped_with_one_line(tmp_path):
