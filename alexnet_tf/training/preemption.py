@@ -23,13 +23,14 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Preempted(Exception):
     """Training stopped on a signal after writing a backup: `exit_status` is the process's status to exit with."""
 
-    def __init__(self, signum: int, backup: dict, directory, seconds: float):
+    def __init__(self, signum: int, backup: dict, directory, seconds: float | None):
         self.signum, self.backup, self.seconds = signum, backup, seconds
         self.exit_status = 128 + signum
         name = signal.Signals(signum).name
+        when = f"{seconds:.1f} s after the signal" if seconds is not None else f"another worker received {name}"
         super().__init__(
             f"{name}: stopped at epoch {backup['epoch'] + 1}, batch {backup['batch']} (step {backup['step']}); "
-            f"backup written to {directory} {seconds:.1f} s after the signal; run the same command to resume")
+            f"backup written to {directory} ({when}); run the same command to resume")
 
 
 class SignalRequests:
@@ -68,22 +69,25 @@ class StopOnSignal(keras.callbacks.Callback):
     def __init__(self, requests: SignalRequests, backup_every, strategy: tf.distribute.Strategy | None = None):
         super().__init__()
         self.requests, self.backup_every = requests, backup_every
-        self.strategy = strategy if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
+        self._vote = None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # in a graph: eager collectives are slow
+            self._vote = tf.function(lambda asked: strategy.reduce(
+                tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(asked)), axis=None))
 
     def _asked(self) -> int:
         """The signal to stop on (0: none); across workers, any worker's request stops all of them."""
         local = self.requests.signum
-        if self.strategy is None:
+        if self._vote is None:
             return local
-        votes = self.strategy.run(lambda: tf.constant(1 if local else 0, tf.int32))
-        if int(self.strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) == 0:
+        if int(self._vote(tf.constant(1 if local else 0, tf.int32))) == 0:
             return 0
         return local or signal.SIGTERM  # another worker was asked
 
     def _stop(self, signum: int) -> None:
         metadata = self.backup_every.save()
-        received = self.requests.received_at or time.monotonic()
-        raise Preempted(signum, metadata, self.backup_every.backups.directory, time.monotonic() - received)
+        received = self.requests.received_at
+        seconds = time.monotonic() - received if received is not None else None
+        raise Preempted(signum, metadata, self.backup_every.backups.directory, seconds)
 
     def on_train_batch_end(self, batch, logs=None):
         if signum := self._asked():

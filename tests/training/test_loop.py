@@ -109,32 +109,58 @@ def test_class_count_mismatch(demo_cache, tmp_path):
     assert "class count mismatch" in result.stderr
 
 
-def test_two_workers_train_together_and_agree(demo_cache, tmp_path):
+# Worker 1 gets SIGTERM after step 2; without it (argv[1] == 0) the plain command.
+TERM_WORKER_1 = """
+import json, os, signal, sys
+import alexnet_tf.training.backup as backup
+at = int(sys.argv[1])
+if at and json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
+    real_end = backup.BackupEvery.on_train_batch_end
+    def end(self, batch, logs=None):
+        real_end(self, batch, logs)
+        if int(self.model.optimizer.iterations.numpy()) == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+    backup.BackupEvery.on_train_batch_end = end
+from alexnet_tf.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_two_workers_stop_together_on_sigterm_and_resume_to_the_same_weights(demo_cache, tmp_path):
     import socket
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    processes = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        command = [sys.executable, "-m", "alexnet_tf.cli", "train", "--preset", "smoke", "--strategy", "multi_worker",
-                   "--run-dir", str(tmp_path / f"worker{index}"), "--steps-per-epoch", "2",
-                   "--set", "data.validation_split=", "--batch-size", "4"]
-        processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=900)[0] for p in processes]
-    codes = [p.returncode for p in processes]
-    assert codes == [0, 0], "\n\n".join(f"worker {i}:\n{out[-3000:]}" for i, out in enumerate(outputs))
+    def run_workers(term_at: int) -> list[tuple[int, str]]:
+        ports = []
+        for _ in range(2):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ports.append(s.getsockname()[1])
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+        processes = []
+        for index in range(2):
+            task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            command = [sys.executable, "-c", TERM_WORKER_1, str(term_at), "train", "--preset", "smoke",
+                       "--strategy", "multi_worker", "--run-dir", str(tmp_path / f"worker{index}"),
+                       "--steps-per-epoch", "4", "--set", "data.validation_split=", "--batch-size", "4",
+                       "--set", "train.backup_every=1000"]
+            processes.append(subprocess.Popen(command, cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(task)},
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [p.communicate(timeout=900)[0] for p in processes]
+        return [(p.returncode, out) for p, out in zip(processes, outputs)]
+
+    stopped = run_workers(term_at=2)
+    assert [code for code, _ in stopped] == [143, 143], "\n\n".join(out[-3000:] for _, out in stopped)
+    (_, chief), (_, signalled) = stopped
+    assert "stopped at epoch 1, batch 2 (step 2)" in chief and "another worker received SIGTERM" in chief
+    assert "stopped at epoch 1, batch 2 (step 2)" in signalled and "s after the signal" in signalled
+    resumed = run_workers(term_at=0)
+    assert [code for code, _ in resumed] == [0, 0], "\n\n".join(out[-3000:] for _, out in resumed)
+    assert all("resuming from the backup at epoch 1, batch 2 (step 2)" in out for _, out in resumed)
     models = [keras.saving.load_model(tmp_path / f"worker{i}" / "final.keras") for i in range(2)]
-    initial = build_alexnet(10, init="he", input_scale=1 / 64)
-    for a, b in zip(models[0].get_weights(), models[1].get_weights()):
+    for a, b in zip(models[0].get_weights(), models[1].get_weights()):  # the workers trained together
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert int(models[0].optimizer.iterations.numpy()) == 2
-    assert len(models[0].get_weights()) == len(initial.get_weights())
+    assert int(models[0].optimizer.iterations.numpy()) == 4
+    assert len(models[0].get_weights()) == len(build_alexnet(10, init="he", input_scale=1 / 64).get_weights())
 
 
 def test_auto_takes_the_cached_choice_of_this_machine(demo_cache, tmp_path):
