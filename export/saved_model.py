@@ -24,7 +24,7 @@ import tensorflow as tf
 from alexnet_tf.classifier.test_time import TestTime, inference_copy
 from alexnet_tf.data import ops
 from alexnet_tf.network.model import AlexNet
-from alexnet_tf.process import atomic
+from alexnet_tf.process import atomic, disk
 
 SIGNATURES = ("serving_default", "center_crop", "from_pixels")
 TOP_K = 5
@@ -223,31 +223,33 @@ def export(
     if mean.shape not in ((3,), (ops.PAPER_SIZE, ops.PAPER_SIZE, 3)):
         raise ValueError(f"mean_image must be (3,) or (256, 256, 3), got {mean.shape}")
 
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f"_staging_{version}_", dir=model_dir))  # not numeric: ignored
-    try:
-        (staging / "labels").mkdir()
-        labels_file = staging / "labels" / "labels.txt"  # becomes assets/labels.txt
-        labels_file.write_text("\n".join(labels) + "\n")
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(str(labels_file), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-                                          tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
-            default_value="",
-        )
-        servable = _Servable(inference_copy(model), mean, table, max_pixels)
-        archive = keras.export.ExportArchive()
-        # Not archive.track(model): the endpoints already capture the model's tf.Variables, and tracking the Keras
-        # wrappers too writes every weight a second time (keras-team/keras#23553): 2x the files, 2x the RAM in TF
-        # Serving. The table is not a Keras layer, so it is tracked by hand.
-        archive.track(table)
-        signatures = _input_signatures()
-        for endpoint in SIGNATURES:
-            archive.add_endpoint(endpoint, getattr(servable, endpoint), input_signature=signatures[endpoint])
-        target = staging / "model"
-        archive.write_out(str(target), verbose=verbose)
-        _write_warmup(target, name)
-        verify_with_session(target)
-        atomic.replace_directory(target, final, f"_retired_{version}")  # not numeric: TF Serving ignores it
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # A full disk or read-only directory: one line, the staging directory gone, the versions there as they were.
+    with disk.guard(final, needed=disk.variable_bytes(model.weights), note="the versions there are as they were"):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f"_staging_{version}_", dir=model_dir))  # not numeric: ignored
+        try:
+            (staging / "labels").mkdir()
+            labels_file = staging / "labels" / "labels.txt"  # becomes assets/labels.txt
+            labels_file.write_text("\n".join(labels) + "\n")
+            table = tf.lookup.StaticHashTable(
+                tf.lookup.TextFileInitializer(str(labels_file), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                                              tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
+                default_value="",
+            )
+            servable = _Servable(inference_copy(model), mean, table, max_pixels)
+            archive = keras.export.ExportArchive()
+            # Not archive.track(model): the endpoints already capture the model's tf.Variables, and tracking the Keras
+            # wrappers too writes every weight a second time (keras-team/keras#23553): 2x the files, 2x the RAM in TF
+            # Serving. The table is not a Keras layer, so it is tracked by hand.
+            archive.track(table)
+            signatures = _input_signatures()
+            for endpoint in SIGNATURES:
+                archive.add_endpoint(endpoint, getattr(servable, endpoint), input_signature=signatures[endpoint])
+            target = staging / "model"
+            archive.write_out(str(target), verbose=verbose)
+            _write_warmup(target, name)
+            verify_with_session(target)
+            atomic.replace_directory(target, final, f"_retired_{version}")  # not numeric: TF Serving ignores it
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(final, version, describe_signatures(final))

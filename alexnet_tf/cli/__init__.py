@@ -24,6 +24,7 @@ from alexnet_tf.cli import (
     train,
 )
 from alexnet_tf.cli.common import UserError, quiet_tensorflow
+from alexnet_tf.process.disk import WriteError
 
 COMMANDS = (summary, prepare, train, evaluate, import_weights, export, serve, predict, figures, embed)
 """The commands, in the order `alexnet-tf --help` lists them."""
@@ -46,14 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command; user errors print one line to stderr and return 2."""
+    """Run one sub-command; user errors and failed writes (full disk, read-only) print one line to stderr and
+    return 2."""
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose)
     if hasattr(sys.stdout, "reconfigure"):  # progress reaches a log file or a pipe as it happens
         sys.stdout.reconfigure(line_buffering=True)
     try:
         args.run(args)
-    except UserError as error:
+    except (UserError, WriteError) as error:  # WriteError: a full disk or read-only directory, nothing half-written
         print(f"alexnet-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

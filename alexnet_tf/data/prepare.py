@@ -24,7 +24,7 @@ import tensorflow as tf
 from alexnet_tf.data import ops, records
 from alexnet_tf.data.sources import DatasetError, Source, open_dataset
 from alexnet_tf.data.stats import StatsAccumulator
-from alexnet_tf.process import atomic
+from alexnet_tf.process import atomic, disk
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +187,17 @@ def prepare(
               f"({bar.total} images, {options.workers} workers)")
     with concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
         futures = [pool.submit(_write_shard, out, sources[job.split], job, converter, bar) for job in todo]
-        while futures:
-            done, pending = concurrent.futures.wait(futures, timeout=0.5)
-            for future in done:
-                future.result()  # re-raise a worker's unexpected error
-            futures = list(pending)
-            bar.show()
+        try:
+            while futures:
+                done, pending = concurrent.futures.wait(futures, timeout=0.5)
+                for future in done:
+                    future.result()  # re-raise a worker's unexpected error
+                futures = list(pending)
+                bar.show()
+        except disk.WriteError as error:  # a full disk: stop the other shards, say how much the rest needs
+            for future in futures:
+                future.cancel()
+            raise disk.WriteError(error.path, error.reason, _bytes_needed(out, todo), error.note) from None
     bar.show()
 
     # Gather the shard summaries and the statistics, then publish the manifest.
@@ -238,6 +243,16 @@ def _stats_path(out: pathlib.Path, job: _ShardJob) -> pathlib.Path:
     return out / _STATE / f"{records.shard_name(job.split, job.index, job.count)}.stats.npz"
 
 
+def _bytes_needed(out: pathlib.Path, todo: list[_ShardJob]) -> int | None:
+    """The shards still to write, at the bytes per image of the shards already finished (None before the first)."""
+    finished = [job for job in todo if _finished(out, job)]
+    if not finished:
+        return None
+    size = sum((out / records.shard_name(j.split, j.index, j.count)).stat().st_size for j in finished)
+    per_image = size / max(1, sum(j.stop - j.start for j in finished))
+    return int(per_image * sum(j.stop - j.start for j in todo if j not in finished))
+
+
 def _finished(out: pathlib.Path, job: _ShardJob) -> bool:
     done = (out / records.shard_name(job.split, job.index, job.count)).is_file() and _summary_path(out, job).is_file()
     return done and (job.split != "train" or _stats_path(out, job).is_file())
@@ -249,31 +264,33 @@ def _write_shard(out: pathlib.Path, source: Source, job: _ShardJob, convert: _Co
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     accumulator = StatsAccumulator(convert.options.size) if job.split == "train" else None
     written, skipped, notes = 0, [], {}
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
-        for example in source.examples(job.start, job.stop):
-            bar.add(1)
-            if example.error:
-                skipped.append({"file": example.name, "split": job.split, "reason": example.error})
-                continue
-            try:
-                jpeg, pixels, note = convert(example.data, example.name)
-            except ValueError as error:
-                skipped.append({"file": example.name, "split": job.split, "reason": str(error)})
-                continue
-            if note:
-                notes.setdefault(note, []).append(example.name)
-            if not 0 <= example.label < len(source.classes):
-                skipped.append({"file": example.name, "split": job.split,
-                                "reason": f"label {example.label} outside 0..{len(source.classes) - 1}"})
-                continue
-            writer.write(records.encode_example(
-                jpeg, example.label, height=convert.options.size, width=convert.options.size,
-                synset=source.classes[example.label], filename=example.name,
-            ))
-            if accumulator is not None:
-                accumulator.add(pixels)
-            written += 1
-    if accumulator is not None:
-        accumulator.save(_stats_path(out, job))
-    atomic.write_text(_summary_path(out, job), json.dumps({"written": written, "skipped": skipped, "notes": notes}))
-    tmp.replace(final)
+    with disk.guard(final, temporaries=[tmp, _stats_path(out, job), _summary_path(out, job)],
+                    note="finished shards are kept: free space and run the same command to go on"):
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for example in source.examples(job.start, job.stop):
+                bar.add(1)
+                if example.error:
+                    skipped.append({"file": example.name, "split": job.split, "reason": example.error})
+                    continue
+                try:
+                    jpeg, pixels, note = convert(example.data, example.name)
+                except ValueError as error:
+                    skipped.append({"file": example.name, "split": job.split, "reason": str(error)})
+                    continue
+                if note:
+                    notes.setdefault(note, []).append(example.name)
+                if not 0 <= example.label < len(source.classes):
+                    skipped.append({"file": example.name, "split": job.split,
+                                    "reason": f"label {example.label} outside 0..{len(source.classes) - 1}"})
+                    continue
+                writer.write(records.encode_example(
+                    jpeg, example.label, height=convert.options.size, width=convert.options.size,
+                    synset=source.classes[example.label], filename=example.name,
+                ))
+                if accumulator is not None:
+                    accumulator.add(pixels)
+                written += 1
+        if accumulator is not None:
+            accumulator.save(_stats_path(out, job))
+        atomic.write_text(_summary_path(out, job), json.dumps({"written": written, "skipped": skipped, "notes": notes}))
+        tmp.replace(final)

@@ -9,26 +9,30 @@ import shutil
 
 import numpy as np
 
+from alexnet_tf.process import disk
+
 
 def _temporary(path: pathlib.Path) -> pathlib.Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def write_text(path: str | pathlib.Path, text: str) -> None:
-    """Write `text` to `path` atomically."""
+    """Write `text` to `path` atomically (`disk.WriteError` when the disk is full or read-only)."""
     path = pathlib.Path(path)
     tmp = _temporary(path)
-    tmp.write_text(text)
-    tmp.replace(path)
+    with disk.guard(path, needed=len(text.encode()), temporaries=[tmp]):
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 def save_npz(path: str | pathlib.Path, **arrays) -> None:
     """np.savez(path, **arrays), atomically (through a file object, so NumPy adds no suffix)."""
     path = pathlib.Path(path)
     tmp = _temporary(path)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
+    with disk.guard(path, needed=sum(np.asarray(a).nbytes for a in arrays.values()), temporaries=[tmp]):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        tmp.replace(path)
 
 
 def replace_directory(new: str | pathlib.Path, final: str | pathlib.Path, retired_name: str | None = None) -> None:

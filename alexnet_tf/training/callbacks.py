@@ -12,7 +12,7 @@ import pathlib
 import keras
 
 from alexnet_tf.data import pipeline
-from alexnet_tf.process import atomic
+from alexnet_tf.process import atomic, disk
 from alexnet_tf.training.config import Config
 
 
@@ -139,10 +139,15 @@ class HistoryFile(keras.callbacks.Callback):
 
 
 def save_keras_atomic(model: keras.Model, path: pathlib.Path) -> None:
-    """`model.save(path)` under a temporary name first: a kill mid-write never leaves a half file at `path`."""
+    """`model.save(path)` under a temporary name first: a kill mid-write or a full disk (`disk.WriteError`) never
+    leaves a half file at `path`."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
+    kept = f"{path.name} is as it was" if path.exists() else ""
+    with disk.guard(path, needed=disk.variable_bytes(model.variables + list(model.optimizer.variables)
+                                                     if model.optimizer else model.variables),
+                    temporaries=[tmp], note=kept):
+        model.save(tmp)
+        tmp.replace(path)
 
 
 class AtomicBestModel(keras.callbacks.Callback):

@@ -38,7 +38,7 @@ from alexnet_tf.data.sources import DatasetError, RecordsSource, open_dataset
 from alexnet_tf.network import placement
 from alexnet_tf.network.model import VARIANTS, build_alexnet
 from alexnet_tf.network.optimizer import PaperSGD
-from alexnet_tf.process import atomic
+from alexnet_tf.process import atomic, disk
 from alexnet_tf.training import backup, execution, finetune, preemption
 from alexnet_tf.training.callbacks import (
     AtomicBestModel,
@@ -245,13 +245,14 @@ def train(
                               "train.jit_compile": "on" if choice.path.xla else "off"})
 
     # --- the run directory's inputs ---
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(run_dir / "config.json", config.to_json())
-    atomic.write_text(run_dir / "labels.txt", "\n".join(train_source.classes) + "\n")
-    if train_source.stats_path is not None:
-        shutil.copy(train_source.stats_path, run_dir / "stats.npz")
-    else:
-        stats.save(run_dir / "stats.npz")
+    with disk.guard(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run_dir / "config.json", config.to_json())
+        atomic.write_text(run_dir / "labels.txt", "\n".join(train_source.classes) + "\n")
+        if train_source.stats_path is not None:
+            shutil.copy(train_source.stats_path, run_dir / "stats.npz")
+        else:
+            stats.save(run_dir / "stats.npz")
 
     # --- model ---
     keras.utils.set_random_seed(config.train.seed)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from alexnet_tf.process import atomic
+from alexnet_tf.process import atomic, disk
 from alexnet_tf.weights.caffe_format import CaffeFormatError, CaffeModel, read_blobproto, read_npy_weights
 
 CAFFE_SHAPES = {
@@ -299,22 +299,23 @@ def import_weights(source: str | pathlib.Path, run_dir: str | pathlib.Path, *, m
     imagenet = Stats.imagenet()
     stats = Stats(mean_image, imagenet.rgb_covariance, imagenet.eigval, imagenet.eigvec, 0)
 
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.importing-", dir=run_dir.parent))
-    try:
-        atomic.write_text(staging / "config.json", config.to_json())
-        atomic.write_text(staging / "labels.txt", "\n".join(class_labels) + "\n")
-        stats.save(staging / "stats.npz")
-        model.save(staging / "final.keras")
-        shutil.copyfile(staging / "final.keras", staging / "best.keras")
-        provenance = {"source": str(caffe.source), "format": caffe.kind, "weights_sha256": caffe.sha256,
-                      "mean": str(mean) if mean else f"per-channel BGR {list(CAFFE_BGR_MEAN)}",
-                      "labels": str(labels) if labels else "ILSVRC-2012 synsets (tensorflow-datasets)"}
-        atomic.write_text(staging / "imported.json", json.dumps(provenance, indent=2) + "\n")
-        if run_dir.is_dir():
-            run_dir.rmdir()  # empty (checked above): rename needs the name free
-        os.rename(staging, run_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with disk.guard(run_dir, needed=2 * disk.variable_bytes(model.weights), note=f"{run_dir} was not created"):
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.importing-", dir=run_dir.parent))
+        try:
+            atomic.write_text(staging / "config.json", config.to_json())
+            atomic.write_text(staging / "labels.txt", "\n".join(class_labels) + "\n")
+            stats.save(staging / "stats.npz")
+            model.save(staging / "final.keras")
+            shutil.copyfile(staging / "final.keras", staging / "best.keras")
+            provenance = {"source": str(caffe.source), "format": caffe.kind, "weights_sha256": caffe.sha256,
+                          "mean": str(mean) if mean else f"per-channel BGR {list(CAFFE_BGR_MEAN)}",
+                          "labels": str(labels) if labels else "ILSVRC-2012 synsets (tensorflow-datasets)"}
+            atomic.write_text(staging / "imported.json", json.dumps(provenance, indent=2) + "\n")
+            if run_dir.is_dir():
+                run_dir.rmdir()  # empty (checked above): rename needs the name free
+            os.rename(staging, run_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return run_dir

@@ -145,3 +145,40 @@ def test_smoke_training_on_mocked_imagenet2012(tmp_path):
     model = load_model(tmp_path / "run" / "final.keras")
     assert model.num_classes == 1000 and int(model.optimizer.iterations.numpy()) == 2
     assert np.isfinite(result.history["loss"][-1])
+
+
+def test_a_full_disk_keeps_the_finished_shards_and_writes_no_manifest(tiny_demo, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from alexnet_tf.process import disk
+
+    out = tmp_path / "out"
+    real = tf.io.TFRecordWriter
+
+    class FillsUp(real):  # the disk is full from the third shard on
+        opened = 0
+
+        def __init__(self, path, *args):
+            super().__init__(path, *args)
+            FillsUp.opened += 1
+            self.full = FillsUp.opened >= 3
+
+        def write(self, record):
+            if self.full:
+                raise tf.errors.ResourceExhaustedError(None, None, f"x; {os.strerror(errno.ENOSPC)}")
+            super().write(record)
+
+    monkeypatch.setattr(prepare_module.tf.io, "TFRecordWriter", FillsUp)
+    with pytest.raises(disk.WriteError) as caught:
+        prepare(f"folder:{tiny_demo}", out, shards={"train": 4, "validation": 1}, options=_one_worker(), progress=False)
+    message = str(caught.value)
+    assert message.startswith(f"cannot write {out}/train-00002-of-00004: no space left on the device (")
+    assert "needed" in message and message.endswith("finished shards are kept: free space and run the same command "
+                                                    "to go on")
+    assert sorted(p.name for p in out.glob("*-of-*")) == ["train-00000-of-00004", "train-00001-of-00004"]
+    assert not list(out.rglob("*.tmp-*")) and not (out / "manifest.json").exists()
+    assert not list(out.rglob("*train-00002*"))  # nor its summary or statistics
+    monkeypatch.undo()
+    assert prepare(f"folder:{tiny_demo}", out, shards={"train": 4, "validation": 1}, progress=False)["counts"] == {
+        "train": 60, "validation": 20}

@@ -172,3 +172,25 @@ def test_a_mixed_precision_model_exports_float32(tmp_path):
     out = loaded.signatures["from_pixels"](images=tf.zeros((1, 256, 256, 3), tf.uint8))
     assert out["probabilities"].dtype == tf.float32 and out["classes"].shape == (1, 3)
     assert pathlib.Path(path).name == "1"
+
+
+def test_a_full_disk_mid_export_leaves_the_versions_as_they_were(exported, monkeypatch):
+    import keras
+
+    from alexnet_tf.process import disk
+
+    model, mean, result, _ = exported
+    before = sorted(p.name for p in result.path.parent.iterdir())
+
+    def full(self, path, **kwargs):  # what SaveV2 raised on a full tmpfs, after writing part of the variables
+        (pathlib.Path(path) / "variables").mkdir(parents=True)
+        (pathlib.Path(path) / "variables" / "variables.data-00000-of-00001").write_bytes(b"\0" * 1000)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{path}/variables/part-0.tempstate1; No space left on "
+                                               "device [Op:SaveV2]")
+
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full)  # the backend's subclass
+    with pytest.raises(disk.WriteError) as caught:
+        export.export(model, result.path.parent.parent, labels=LABELS, mean_image=mean)
+    assert str(caught.value).startswith(f"cannot write {result.path.parent / '2'}: no space left on the device (")
+    assert "needed" in str(caught.value) and str(caught.value).endswith("the versions there are as they were")
+    assert sorted(p.name for p in result.path.parent.iterdir()) == before  # no version 2, no staging directory

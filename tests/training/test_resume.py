@@ -24,8 +24,8 @@ import os, signal, sys
 import alexnet_tf.training.backup as backup
 import alexnet_tf.training.callbacks as callbacks
 where, at = sys.argv[1], int(sys.argv[2])
-if where in ("write", "term-write"):  # the at-th weights write: killed inside it, or SIGTERM twice around it
-    real, writes = backup._write_weights, []
+if where in ("write", "term-write", "enospc"):  # the at-th weights write: killed inside it, SIGTERM twice around
+    real, writes = backup._write_weights, []  # it, or the disk full a third of the way in
     def write(model, path):
         writes.append(path)
         if where == "term-write" and len(writes) == at:
@@ -37,6 +37,9 @@ if where in ("write", "term-write"):  # the at-th weights write: killed inside i
                 return
             with open(path, "r+b") as f:
                 f.truncate(os.path.getsize(path) // 3)
+            if where == "enospc":
+                import errno
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.kill(os.getpid(), signal.SIGKILL)
     backup._write_weights = write
 elif where == "history":  # right after epoch `at`'s history row, before its epoch-end backup
@@ -151,6 +154,50 @@ def test_sigterm_twice_during_a_backup_write_leaves_that_backup_whole(uninterrup
     result = train(run_dir)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "ignoring" not in result.stdout
+    assert_same_run(run_dir, uninterrupted)
+
+
+def assert_full_disk_stop(stopped, run_dir):
+    assert stopped.returncode == 2, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("alexnet-tf train: error:")]
+    assert len(errors) == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    assert f"cannot write {run_dir / 'checkpoints' / 'backup-000000000006.weights.h5'}: no space left on the device (" \
+        in errors[0]
+    assert errors[0].endswith("needed, ") is False and "MB needed" in errors[0]
+    assert errors[0].endswith("the backup at step 3 is kept: free space and run the same command to resume")
+    assert [b["step"] for b in committed(run_dir)] == [3]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "backup-000000000003.json", "backup-000000000003.weights.h5"]
+
+
+def test_a_full_disk_at_a_backup_exits_2_and_keeps_the_previous_backup(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    assert_full_disk_stop(train(run_dir, kill=("enospc", 2)), run_dir)  # backups at 3 and 6: the second fails
+    result = train(run_dir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in result.stdout
+    assert_same_run(run_dir, uninterrupted)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real file system that fills up: a 700 MB tmpfs (the first 455 MB backup fits, the second does not)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_real_full_disk_exits_2_and_the_run_resumes_once_there_is_space(uninterrupted, small_tmpfs):
+    run_dir = small_tmpfs / "run"
+    assert_full_disk_stop(train(run_dir), run_dir)
+    subprocess.run(["mount", "-o", "remount,size=3g", str(small_tmpfs)], check=True)
+    result = train(run_dir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in result.stdout
     assert_same_run(run_dir, uninterrupted)
 
 

@@ -231,3 +231,25 @@ def test_the_default_mean_is_caffes_bgr_triple_as_rgb():
     mean = read_mean(None)
     assert mean.shape == (256, 256, 3)
     np.testing.assert_array_equal(mean[0, 0], [123.0, 117.0, 104.0])
+
+
+def test_a_full_disk_during_the_import_leaves_no_run_directory(weights, capsys, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import keras
+
+    source = caffe.write_caffemodel(tmp_path / "bvlc_alexnet.caffemodel", weights, v1=True)
+    real_save = keras.Model.save
+
+    def half_then_full(self, path, *args, **kwargs):
+        real_save(self, path, *args, **kwargs)
+        with open(path, "r+b") as f:
+            f.truncate(1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(keras.Model, "save", half_then_full)
+    error = import_fails(capsys, tmp_path, source)
+    run_dir = tmp_path / "runs" / "imported"
+    assert error.startswith(f"alexnet-tf import-weights: error: cannot write {run_dir}: no space left on the device (")
+    assert "MB needed" in error and error.endswith(f"{run_dir} was not created")
