@@ -3,11 +3,13 @@ logging around a model run."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -98,6 +100,7 @@ class Backend:
         self.admission = Admission(options.max_concurrent, options.max_queue)
         self.metrics = Metrics(lambda: {(manager.name, v): state for v, (state, _) in list(manager.states.items())})
         self.batcher = Batcher(options.batching, self.metrics.record_batch) if options.batching is not None else None
+        self.draining, self._in_flight, self._idle = False, 0, threading.Condition()
 
     def _run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
              output_filter) -> dict[str, np.ndarray]:
@@ -114,6 +117,28 @@ class Backend:
             return self.batcher.submit(key, lambda batch: servable.run(signature, batch, output_filter), arrays)
         except BatchingFailure as failure:
             raise ServingFailure(failure.code, failure.message) from None
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """One API call from arrival to answer (gRPC handler, REST request and its response): counted, so that a
+        shutdown can wait for every admitted one; once draining, UNAVAILABLE instead."""
+        with self._idle:
+            if self.draining:
+                raise ServingFailure(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout: float) -> int:
+        """Refuse new calls and wait up to `timeout` seconds for the admitted ones; the count still running."""
+        with self._idle:
+            self.draining = True
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+            return self._in_flight
 
     def stop(self) -> None:
         if self.batcher is not None:

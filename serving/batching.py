@@ -164,6 +164,8 @@ class Batcher:
             raise BatchingFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                   f"Task size {size} is larger than maximum input batch size {limit}")
         with self._lock:
+            if self._stopped:
+                raise BatchingFailure(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             queue = self._queues.setdefault(key, _Queue(run))
             tasks, start = [], 0
             for part in self._split(queue, size):
@@ -212,14 +214,15 @@ class Batcher:
         return True
 
     def _ready(self) -> tuple[_Queue, list[_Task]] | float | None:
-        """A batch to run (full, behind another, or past its timeout), else the seconds until one is due."""
+        """A batch to run (full, behind another, past its timeout, or any once stopping), else the seconds until
+        one is due."""
         now, wait = time.monotonic(), None
         timeout = self.parameters.batch_timeout_micros / 1e6
         for queue in self._queues.values():
             if not queue.batches:
                 continue
             full = sum(t.size for t in queue.batches[0]) >= self.parameters.batch_size
-            if full or len(queue.batches) > 1 or now - queue.opened[0] >= timeout:
+            if full or len(queue.batches) > 1 or self._stopped or now - queue.opened[0] >= timeout:
                 queue.opened.popleft()
                 return queue, queue.batches.popleft()
             due = queue.opened[0] + timeout - now
@@ -230,11 +233,11 @@ class Batcher:
         while True:
             with self._lock:
                 while True:
-                    if self._stopped:
-                        return
                     ready = self._ready()
                     if isinstance(ready, tuple):
                         break
+                    if self._stopped:  # and nothing queued is left
+                        return
                     self._lock.wait(ready)
             self._run(*ready)
 
@@ -274,6 +277,7 @@ class Batcher:
             start += task.size
 
     def stop(self) -> None:
+        """Take no new requests; run every queued batch at once (their requests were admitted), then end."""
         with self._lock:
             self._stopped = True
             self._lock.notify_all()

@@ -30,19 +30,23 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.backend = backend
 
     def Predict(self, request, context):
-        spec = request.model_spec
         try:
-            inputs = {}
-            for key, tensor in request.inputs.items():
-                try:
-                    inputs[key] = tf.make_ndarray(tensor)
-                except Exception as error:
-                    raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                                         f"input {key!r} is not a readable TensorProto: {error}") from None
-            version, signature, outputs = self.backend.predict(spec.name, _version(spec), spec.signature_name,
-                                                               inputs, tuple(request.output_filter))
+            with self.backend.request():  # counted until answered: a shutdown waits for it
+                return self._predict(request)
         except ServingFailure as failure:
             _abort(context, failure)
+
+    def _predict(self, request):
+        spec = request.model_spec
+        inputs = {}
+        for key, tensor in request.inputs.items():
+            try:
+                inputs[key] = tf.make_ndarray(tensor)
+            except Exception as error:
+                raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"input {key!r} is not a readable TensorProto: {error}") from None
+        version, signature, outputs = self.backend.predict(spec.name, _version(spec), spec.signature_name,
+                                                           inputs, tuple(request.output_filter))
         response = predict_pb2.PredictResponse()
         response.model_spec.name, response.model_spec.signature_name = spec.name, signature
         response.model_spec.version.value = version

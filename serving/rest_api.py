@@ -73,6 +73,9 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     def _send(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
+        if self.backend.draining:  # shutting down: this connection's last answer
+            self.close_connection = True
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -89,6 +92,13 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         return match["name"], version, match["rest"] or ""
 
     def do_GET(self):
+        try:
+            with self.backend.request():  # counted until answered: a shutdown waits for it
+                self._get()
+        except ServingFailure as failure:
+            self._fail(failure)
+
+    def _get(self):
         monitoring = self.backend.options.monitoring
         if monitoring.enabled and self.path.split("?")[0] == monitoring.path:
             data = self.backend.metrics.render().encode()
@@ -154,7 +164,8 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         try:
-            self._post()
+            with self.backend.request():
+                self._post()
         except ServingFailure as failure:
             self._fail(failure)
         except Exception as error:  # noqa: BLE001 - never drop a connection without an answer

@@ -19,6 +19,7 @@ import logging
 import pathlib
 import signal
 import threading
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +33,27 @@ from serving.rest_api import RestHandler
 __all__ = ["LocalServer", "ServerOptions", "session_config"]
 
 log = logging.getLogger("alexnet_tf.serving")
+
+DRAIN_SECONDS = 25.0
+"""How long a shutdown waits for admitted requests: inside Kubernetes' default 30 s grace period."""
+
+
+def _answer_waiting_connections(server: http.server.ThreadingHTTPServer) -> None:
+    """Connections the kernel accepted that the server has not taken yet would be reset when the listening socket
+    closes: each gets its answer (503 while draining) instead."""
+    server.socket.setblocking(False)
+    while True:
+        try:
+            connection, address = server.socket.accept()
+        except OSError:  # none left (BlockingIOError) or the socket is gone
+            break
+        connection.setblocking(True)
+        try:
+            server.finish_request(connection, address)  # here, not in a thread the exit would not wait for
+        except OSError:
+            pass
+        finally:
+            server.shutdown_request(connection)
 
 
 class LocalServer:
@@ -93,18 +115,27 @@ class LocalServer:
         while not self._stopped.wait(self.options.poll_seconds):
             self._update_health()
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop taking requests, let running ones finish (up to `grace` seconds), release the models."""
+    def stop(self, grace: float = DRAIN_SECONDS) -> None:
+        """Drain, then stop: health NOT_SERVING first (watchers see it), then new RPCs and REST requests refused
+        (UNAVAILABLE, 503 with "Connection: close") while every admitted request is answered, queued batches
+        included (up to `grace` seconds); then the sockets close and the models are released."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        started = time.monotonic()
         self.health.enter_graceful_shutdown()
+        grpc_stopped = self._grpc.stop(grace)  # no new RPCs; the running ones go on
+        left = self.backend.drain(grace)
+        grpc_stopped.wait(max(0.0, grace - (time.monotonic() - started)))
         if self._http is not None:
             self._http.shutdown()
+            _answer_waiting_connections(self._http)
             self._http.server_close()
-        self._grpc.stop(grace).wait()
         self.backend.stop()
         self.manager.stop()
+        log.info("stopped in %.1f s%s", time.monotonic() - started,
+                 f"; {left} request(s) still running after {grace:g} s were cut off" if left else
+                 ": every admitted request was answered")
         self._finished.set()
 
     def wait(self) -> None:

@@ -361,3 +361,78 @@ def test_sigterm_shuts_down_cleanly(server):
     assert process.returncode == 0, output[-2000:]
     assert "shutting down" in output
     assert "status=OK" in output  # one debug line per request
+
+
+def test_sigterm_under_load_answers_every_admitted_request_and_resets_none(exported_base):
+    """16 gRPC and 2 REST clients sending, batching on (the Dockerfile's flags), then SIGTERM: health watchers see
+    NOT_SERVING, every request the server took gets its answer, later ones UNAVAILABLE / 503 / a refused
+    connection, never a reset or a cut-off RPC; the server exits 0."""
+    import threading
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port, rest = free_port(), free_port()
+    process = start_serving(port, f"--model_base_path={exported_base}", "--model_name=alexnet", f"--port={port}",
+                            *dockerfile_flags(rest))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    watched = []
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"), timeout=120)
+
+    def follow():
+        try:
+            watched.extend(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status) for r in watch)
+        except grpc.RpcError:
+            pass
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "alexnet", "center_crop"
+    request.inputs["image_bytes"].CopyFrom(string_tensor([jpeg(3)]))
+    body = json.dumps({"signature_name": "center_crop",
+                       "instances": [{"b64": base64.b64encode(jpeg(4)).decode()}]}).encode()
+    outcomes, signalled = [], threading.Event()
+
+    def grpc_client():
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        while True:
+            try:
+                stub.Predict(request, timeout=60)
+                outcomes.append(("grpc", "OK", signalled.is_set()))
+            except grpc.RpcError as error:
+                outcomes.append(("grpc", error.code().name, signalled.is_set()))
+                return
+
+    def rest_client():
+        while True:
+            try:
+                status, _ = post(rest, body)
+            except ConnectionRefusedError:
+                outcomes.append(("rest", "refused", True))
+                return
+            except OSError as error:  # a reset or a dropped connection
+                outcomes.append(("rest", type(error).__name__, signalled.is_set()))
+                return
+            outcomes.append(("rest", status, signalled.is_set()))
+            if status != 200:
+                return
+
+    threads = [threading.Thread(target=follow)] + [threading.Thread(target=grpc_client) for _ in range(16)] + \
+        [threading.Thread(target=rest_client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    while sum(1 for o in outcomes if o[1] in ("OK", 200)) < 40:  # under load
+        assert process.poll() is None and len(outcomes) < 10_000
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    signalled.set()
+    output = process.communicate(timeout=90)[0]
+    for thread in threads:
+        thread.join(timeout=60)
+    assert process.returncode == 0, output[-3000:]
+    assert "every admitted request was answered" in output, output[-3000:]
+    assert watched[0] == "SERVING" and watched[-1] == "NOT_SERVING", watched
+    kinds = {(api, outcome) for api, outcome, _ in outcomes}
+    assert kinds <= {("grpc", "OK"), ("grpc", "UNAVAILABLE"), ("rest", 200), ("rest", 503), ("rest", "refused")}, \
+        kinds
+    assert sum(1 for api, outcome, after in outcomes if after and outcome == "OK") >= 1  # in flight, answered
+    assert all(not thread.is_alive() for thread in threads)  # every client got its refusal
