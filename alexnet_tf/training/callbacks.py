@@ -143,8 +143,8 @@ def save_keras_atomic(model: keras.Model, path: pathlib.Path) -> None:
     leaves a half file at `path`."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     kept = f"{path.name} is as it was" if path.exists() else ""
-    with disk.guard(path, needed=disk.variable_bytes(model.variables + list(model.optimizer.variables)
-                                                     if model.optimizer else model.variables),
+    optimizer = getattr(model, "optimizer", None)  # an uncompiled model has none
+    with disk.guard(path, needed=disk.variable_bytes(model.variables + list(optimizer.variables if optimizer else [])),
                     temporaries=[tmp], note=kept):
         model.save(tmp)
         tmp.replace(path)

@@ -125,8 +125,8 @@ def test_sigterm_mid_epoch_backs_up_at_that_step_and_the_resume_finishes_the_pla
     run_dir = tmp_path / "run"
     stopped = train(run_dir, kill=("term", 4))  # 1 step after the step-3 backup
     assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
-    line = re.search(r"SIGTERM: stopped at epoch 1, batch 4 \(step 4\); backup written to .* ([\d.]+) s after the "
-                     r"signal; run the same command to resume", stopped.stderr)
+    line = re.search(r"SIGTERM: stopped at epoch 1, batch 4 \(step 4\); backup written to .* \(([\d.]+) s after "
+                     r"the signal\); run the same command to resume", stopped.stderr)
     assert line and float(line[1]) < 30, stopped.stderr[-2000:]
     assert [b["step"] for b in committed(run_dir)] == [4]
     assert "Traceback" not in stopped.stderr and "finalizing GeneratorDataset" not in stopped.stderr
