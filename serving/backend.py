@@ -36,7 +36,8 @@ class ServerOptions:
     (rows) one request may hold, so no single request can take the server's memory (INVALID_ARGUMENT beyond it);
     rest_timeout: seconds a REST client may take to send its request (408 after that); intra_op_threads,
     inter_op_threads: TF Serving's --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism (0: auto,
-    see `session_config`).
+    see `session_config`); tensor_content: outputs serialized into TensorProto.tensor_content, as TF Serving with
+    --enable_serialization_as_tensor_content=true (default: the typed fields float_val, int_val, string_val, ...).
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +54,7 @@ class ServerOptions:
     rest_timeout: float = 30.0
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    tensor_content: bool = False
 
     @property
     def concurrent_runs(self) -> int:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -19,6 +21,24 @@ from serving.errors import ServingFailure
 
 def _abort(context, failure: ServingFailure):
     context.abort(failure.code, failure.message)
+
+
+# dtype -> TensorProto's typed field, as TF Serving's Tensor::AsProtoField fills it.
+_FIELDS = {tf.float32: "float_val", tf.float64: "double_val", tf.int32: "int_val", tf.int16: "int_val",
+           tf.int8: "int_val", tf.uint8: "int_val", tf.int64: "int64_val", tf.bool: "bool_val",
+           tf.string: "string_val", tf.uint32: "uint32_val", tf.uint64: "uint64_val"}
+
+
+def output_proto(value: np.ndarray, tensor_content: bool = False) -> tensor_pb2.TensorProto:
+    """An output as TF Serving answers it: the typed repeated field (`float_val`, `string_val`, ...) by default,
+    the packed `tensor_content` bytes with --enable_serialization_as_tensor_content=true."""
+    proto = tf.make_tensor_proto(value)
+    field = _FIELDS.get(tf.as_dtype(proto.dtype))
+    if tensor_content or field is None or not proto.tensor_content:
+        return proto  # make_tensor_proto packs numbers; strings are always string_val
+    typed = tensor_pb2.TensorProto(dtype=proto.dtype, tensor_shape=proto.tensor_shape)
+    getattr(typed, field).extend(np.asarray(value).ravel().tolist())
+    return typed
 
 
 def _version(spec) -> int | None:
@@ -51,7 +71,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.name, response.model_spec.signature_name = spec.name, signature
         response.model_spec.version.value = version
         for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[key].CopyFrom(output_proto(value, self.backend.options.tensor_content))
         return response
 
     def GetModelMetadata(self, request, context):

@@ -166,7 +166,15 @@ class ModelManager:
                  warmed, time.perf_counter() - started)
 
     def start(self) -> None:
+        """Load the newest version, then poll every `poll_seconds`. As TF Serving's
+        --file_system_poll_wait_seconds: 0 looks once, at start; a negative value never looks (no version loads)."""
+        if self.poll_seconds < 0:
+            log.warning("--file_system_poll_wait_seconds=%g: the base path is never polled, so no version of %s will "
+                        "load (TF Serving waits for one forever)", self.poll_seconds, self.name)
+            return
         self.poll()
+        if self.poll_seconds == 0:
+            return
         self._thread = threading.Thread(target=self._poll_loop, name="version-poller", daemon=True)
         self._thread.start()
 

@@ -38,8 +38,12 @@ def _decode_b64(value, depth: int = 0):
     if isinstance(value, dict):
         if set(value) != {"b64"}:
             raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT, "a binary value must be {\"b64\": \"...\"}")
+        text = value["b64"]
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            if not isinstance(text, str):
+                raise ValueError
+            # TF Serving decodes with absl::Base64Unescape, which takes the value with or without its "=" padding.
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         except ValueError:
             raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT, "invalid base64 in a b64 value") from None
     if isinstance(value, list):

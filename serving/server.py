@@ -105,7 +105,8 @@ class LocalServer:
         self._grpc.start()
         if self._http is not None:
             threading.Thread(target=self._http.serve_forever, name="rest", daemon=True).start()
-        threading.Thread(target=self._watch_health, name="health", daemon=True).start()
+        if self.options.poll_seconds > 0:  # otherwise no version can come or go after start
+            threading.Thread(target=self._watch_health, name="health", daemon=True).start()
         log.info("gRPC on %s:%d%s, model %s from %s", self.options.host, self.port,
                  f", REST on {self.options.host}:{self.rest_port}" if self.rest_port else "", self.manager.name,
                  self.manager.base_path)

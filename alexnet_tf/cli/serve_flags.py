@@ -40,7 +40,12 @@ def add_flags(parser) -> None:
     parser.add_argument("--rest-timeout", type=float, default=30.0,
                         help="seconds a REST client may take to send its request (then 408; default: 30)")
     parser.add_argument("--poll-seconds", "--file_system_poll_wait_seconds", dest="poll_seconds", type=float,
-                        default=2.0, help="how often to look for new versions")
+                        default=2.0, help="how often to look for new versions (0: once, at start; negative: never, "
+                        "so nothing loads - as TF Serving)")
+    parser.add_argument("--enable_serialization_as_tensor_content", dest="tensor_content", nargs="?",
+                        const="true", default="false", metavar="true|false",
+                        help="answer with packed TensorProto.tensor_content, as TF Serving with this flag (default: "
+                        "false, the typed fields float_val, int_val, string_val, ...)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
                         help="DEBUG logs one line per request")
 
@@ -100,4 +105,12 @@ def server_options(args):
                          max_request_bytes=int(args.max_request_mb * 1024 * 1024), poll_seconds=args.poll_seconds,
                          batching=batching, monitoring=monitoring, max_images=args.max_images_per_request,
                          rest_timeout=args.rest_timeout, intra_op_threads=args.intra_op_threads,
-                         inter_op_threads=args.inter_op_threads)
+                         inter_op_threads=args.inter_op_threads, tensor_content=_switch(
+                             "--enable_serialization_as_tensor_content", args.tensor_content))
+
+
+def _switch(flag: str, value: str) -> bool:
+    """A TF Serving boolean flag's value (true/false/1/0), or a UserError naming it."""
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise UserError(f"{flag}={value}: expected true or false")
+    return value.lower() in ("true", "1")

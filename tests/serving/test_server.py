@@ -117,6 +117,13 @@ def raw_predict(port, inputs, model="alexnet", signature="", version=None):
     return stub.Predict(request, timeout=60)
 
 
+def test_outputs_come_in_the_typed_fields_as_from_tf_serving(server):
+    response = raw_predict(server["port"], {"image_bytes": string_tensor([jpeg(5)])}, signature="center_crop")
+    scores, labels = response.outputs["scores"], response.outputs["labels"]
+    assert len(scores.float_val) == 5 and not scores.tensor_content  # client code reading .float_val works
+    assert len(labels.string_val) == 5
+
+
 def test_every_bad_request_gets_its_code_and_the_server_keeps_serving(server):
     import tensorflow as tf
 
