@@ -103,6 +103,7 @@ class Backend:
         self.metrics = Metrics(lambda: {(manager.name, v): state for v, (state, _) in list(manager.states.items())})
         self.batcher = Batcher(options.batching, self.metrics.record_batch) if options.batching is not None else None
         self.draining, self._in_flight, self._idle = False, 0, threading.Condition()
+        self.last_refused = 0.0  # when a call was last refused for the shutdown (monotonic seconds)
 
     def _run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
              output_filter) -> dict[str, np.ndarray]:
@@ -126,6 +127,7 @@ class Backend:
         shutdown can wait for every admitted one; once draining, UNAVAILABLE instead."""
         with self._idle:
             if self.draining:
+                self.last_refused = time.monotonic()
                 raise ServingFailure(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             self._in_flight += 1
         try:
@@ -135,12 +137,17 @@ class Backend:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def drain(self, timeout: float) -> int:
-        """Refuse new calls and wait up to `timeout` seconds for the admitted ones; the count still running."""
+    def drain(self, timeout: float, quiet: float = 0.5) -> int:
+        """Refuse new calls and wait up to `timeout` seconds for the admitted ones, then until no call has been
+        refused for `quiet` seconds (clients have seen UNAVAILABLE; a call arriving once the sockets close would
+        be cancelled or reset instead); the count still running."""
+        deadline = time.monotonic() + timeout
         with self._idle:
-            self.draining = True
+            self.draining, self.last_refused = True, time.monotonic()
             self._idle.wait_for(lambda: self._in_flight == 0, timeout)
-            return self._in_flight
+        while self._in_flight == 0 and time.monotonic() < deadline and time.monotonic() - self.last_refused < quiet:
+            time.sleep(0.05)
+        return self._in_flight
 
     def stop(self) -> None:
         if self.batcher is not None:

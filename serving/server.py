@@ -124,10 +124,11 @@ class LocalServer:
             return
         self._stopped.set()
         started = time.monotonic()
-        self.health.enter_graceful_shutdown()
-        grpc_stopped = self._grpc.stop(grace)  # no new RPCs; the running ones go on
+        self.health.enter_graceful_shutdown()  # health checks keep answering: NOT_SERVING
+        # New predictions get UNAVAILABLE from our handlers while the admitted ones finish; only then does gRPC stop.
+        # (Stopping gRPC first cancelled RPCs that had arrived but not reached a handler: measured, CANCELLED.)
         left = self.backend.drain(grace)
-        grpc_stopped.wait(max(0.0, grace - (time.monotonic() - started)))
+        self._grpc.stop(max(0.1, grace - (time.monotonic() - started))).wait()
         if self._http is not None:
             self._http.shutdown()
             _answer_waiting_connections(self._http)
