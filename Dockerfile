@@ -18,9 +18,12 @@ COPY serving/batching.config serving/monitoring.config serving/models.config /co
 EXPOSE 8500 8501
 
 # The base image's entrypoint runs tensorflow_model_server --model_name=${MODEL_NAME}
-# --model_base_path=/models/${MODEL_NAME} and appends these flags. For several models or pinned versions,
-# run the image with --model_config_file=/config/models.config instead.
+# --model_base_path=/models/${MODEL_NAME} and appends these flags. Arguments to `docker run` replace all of them:
+# for several models or pinned versions, repeat them with --model_config_file=/config/models.config
+# --model_config_file_poll_wait_seconds=60 (the full command is in docs/serving.md). The health service answers
+# grpc.health.v1 checks for "", "ModelService" and "PredictionService".
 CMD ["--rest_api_port=8501", \
+     "--enable_grpc_healthcheck_service=true", \
      "--enable_batching=true", \
      "--batching_parameters_file=/config/batching.config", \
      "--tensorflow_intra_op_parallelism=1", \

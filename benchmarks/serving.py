@@ -13,7 +13,7 @@ beat. `--baseline-tree` also serves with another checkout (e.g. a `git worktree`
 to compare the unbatched path before and after.
 Each cell is run `--repeats` times and reported by its median run (req/s of every run kept in "runs"). With
 batching on, "mean_batch" is the images per batch run over all the cell's repeats (from the server's own
-`input_batch_size` histogram at /monitoring/prometheus/metrics): how full the batches were.
+`processed_batch_size` histogram at /monitoring/prometheus/metrics): how full the batches were.
 Writes benchmarks/results/serving.json.
 """
 
@@ -50,8 +50,10 @@ def start_server(tree: pathlib.Path, base: pathlib.Path, batching: bool,
                  config: pathlib.Path = ROOT / "serving" / "batching.config") -> tuple[subprocess.Popen, int, int]:
     """`alexnet-tf serve` from `tree` in its own process; returns it, its gRPC port and its REST (metrics) port."""
     port, rest_port = free_port(), free_port()
-    command = [sys.executable, "-m", "alexnet_tf.cli", "serve", "--model-base-path", str(base), "--port", str(port),
+    command = [sys.executable, "-m", "alexnet_tf.cli", "serve", "--model-base-path", str(base), f"--port={port}",
                "--rest-port", str(rest_port), "--max-queue", "256"]
+    if tree == ROOT:  # older checkouts answered health checks without being asked (and knew no such flag)
+        command.append("--enable_grpc_healthcheck_service=true")
     if batching:
         command += ["--enable_batching=true", f"--batching_parameters_file={config}"]
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -73,7 +75,8 @@ def start_server(tree: pathlib.Path, base: pathlib.Path, batching: bool,
 
 
 def batches_run(rest_port: int) -> tuple[float, float]:
-    """(rows, batches) the server has run so far: its TF Serving input_batch_size histogram's sum and count."""
+    """(rows, batches) the server has run so far: its TF Serving processed_batch_size histogram's sum and count
+    (one sample per batch run; no padding without allowed_batch_sizes)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -83,7 +86,7 @@ def batches_run(rest_port: int) -> tuple[float, float]:
         text = response.read().decode()
     rows = batches = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name == ":tensorflow:serving:batching_session:input_batch_size":
+        if family.name == ":tensorflow:serving:batching_session:processed_batch_size":
             for sample in family.samples:
                 if sample.name.endswith("_sum"):
                     rows += sample.value

@@ -19,7 +19,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from serving.batching import Batcher, BatchingFailure, BatchingParameters
 from serving.errors import ServingFailure
 from serving.metrics import Metrics, MonitoringConfig
-from serving.models import ModelManager, Servable
+from serving.models import LoadPolicy, ModelManager, VersionState
+from serving.servable import Servable
 
 log = logging.getLogger("alexnet_tf.serving")
 
@@ -37,7 +38,14 @@ class ServerOptions:
     rest_timeout: seconds a REST client may take to send its request (408 after that); intra_op_threads,
     inter_op_threads: TF Serving's --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism (0: auto,
     see `session_config`); tensor_content: outputs serialized into TensorProto.tensor_content, as TF Serving with
-    --enable_serialization_as_tensor_content=true (default: the typed fields float_val, int_val, string_val, ...).
+    --enable_serialization_as_tensor_content=true (default: the typed fields float_val, int_val, string_val, ...);
+    grpc_health: the standard gRPC health service, as --enable_grpc_healthcheck_service=true (off by default, as
+    in TF Serving); config_poll_seconds: how often --model_config_file is read again (0: never, as TF Serving);
+    load: retries of a failed load and the label rule (`serving.models.LoadPolicy`); the rest are TF Serving's
+    flags of the same names: grpc_socket_path (also listen on this UNIX socket), grpc_channel_arguments ("k=v,..."
+    passed to the gRPC server), grpc_max_threads (gRPC handler threads; 0: enough for max_queue), cors (CORS
+    headers on REST answers), session_config_file (a ConfigProto text proto under the thread flags),
+    mixed_precision ("bfloat16": the Session's oneDNN bfloat16 rewrite, as TF Serving's --mixed_precision).
     """
 
     host: str = "127.0.0.1"
@@ -46,7 +54,7 @@ class ServerOptions:
     max_concurrent: int = 2
     max_queue: int = 64
     max_request_bytes: int = 64 * 1024 * 1024
-    poll_seconds: float = 2.0
+    poll_seconds: float = 1.0
     grpc_workers: int = 16
     batching: BatchingParameters | None = None
     monitoring: MonitoringConfig = MonitoringConfig()
@@ -55,6 +63,15 @@ class ServerOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     tensor_content: bool = False
+    grpc_health: bool = False
+    config_poll_seconds: float = 0.0
+    load: LoadPolicy = LoadPolicy()
+    grpc_socket_path: str = ""
+    grpc_channel_arguments: str = ""
+    grpc_max_threads: int = 0
+    cors: bool = False
+    session_config_file: str = ""
+    mixed_precision: str = ""
 
     @property
     def concurrent_runs(self) -> int:
@@ -63,13 +80,29 @@ class ServerOptions:
 
 
 def session_config(options: ServerOptions) -> tf.compat.v1.ConfigProto:
-    """The Session's thread pools. Auto intra-op threads = cores / concurrent runs, so concurrent runs share the cores
-    instead of each splitting every op over all of them: on 2 cores that is 1 thread per run, measured faster both
-    unbatched (the two towers already run in parallel) and with two batch threads (benchmarks/serving.py)."""
+    """The Session's config: --tensorflow_session_config_file's ConfigProto, then the thread pools over it, then
+    --mixed_precision=bfloat16's rewrite (as TF Serving's server.cc and saved_model_bundle_factory.cc). Auto
+    intra-op threads = cores / concurrent runs, so concurrent runs share the cores instead of each splitting every
+    op over all of them: on 2 cores that is 1 thread per run, measured faster both unbatched (the two towers already
+    run in parallel) and with two batch threads (benchmarks/serving.py)."""
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import rewriter_config_pb2
+
+    config = tf.compat.v1.ConfigProto()
+    if options.session_config_file:
+        try:
+            text_format.Parse(open(options.session_config_file).read(), config)
+        except (OSError, text_format.ParseError) as error:
+            raise ValueError(f"--tensorflow_session_config_file={options.session_config_file}: {error}") from None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    intra = options.intra_op_threads or max(1, cores // options.concurrent_runs)
-    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra,
-                                    inter_op_parallelism_threads=options.inter_op_threads)
+    if options.intra_op_threads or not config.intra_op_parallelism_threads:
+        config.intra_op_parallelism_threads = options.intra_op_threads or max(1, cores // options.concurrent_runs)
+    if options.inter_op_threads:
+        config.inter_op_parallelism_threads = options.inter_op_threads
+    if options.mixed_precision == "bfloat16":
+        rewrite = config.graph_options.rewrite_options
+        rewrite.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    return config
 
 
 class Admission:
@@ -100,7 +133,7 @@ class Backend:
     def __init__(self, manager: ModelManager, options: ServerOptions):
         self.manager, self.options = manager, options
         self.admission = Admission(options.max_concurrent, options.max_queue)
-        self.metrics = Metrics(lambda: {(manager.name, v): state for v, (state, _) in list(manager.states.items())})
+        self.metrics = Metrics(lambda: {key: state.state for key, state in manager.states().items()})
         self.batcher = Batcher(options.batching, self.metrics.record_batch) if options.batching is not None else None
         self.draining, self._in_flight, self._idle = False, 0, threading.Condition()
         self.last_refused = 0.0  # when a call was last refused for the shutdown (monotonic seconds)
@@ -114,6 +147,7 @@ class Backend:
         # servable), signature, output filter and input layout, so a batch is always one model's one computation.
         servable.check(signature, inputs, output_filter)
         arrays = {k: np.asarray(v) for k, v in inputs.items()}
+        self.metrics.record_input(int(next(iter(arrays.values())).shape[0]), len(arrays))
         key = (id(servable), signature or "serving_default", tuple(sorted(output_filter)),
                tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in arrays.items())))
         try:
@@ -154,7 +188,8 @@ class Backend:
             self.batcher.stop()
 
     def predict(self, name: str, version: int | None, signature: str, inputs: dict[str, np.ndarray],
-                output_filter=(), entrypoint: str = "GRPC") -> tuple[int, str, dict[str, np.ndarray]]:
+                output_filter=(), entrypoint: str = "GRPC", label: str | None = None,
+                ) -> tuple[int, str, dict[str, np.ndarray]]:
         started = time.perf_counter()
         code, served = "OK", version
         try:
@@ -163,7 +198,7 @@ class Backend:
                 raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                      f"the request holds {rows} images; this server takes at most "
                                      f"{self.options.max_images} per request (--max-images-per-request)")
-            servable = self.manager.acquire(name, version)
+            servable = self.manager.acquire(name, version, label)
             served = servable.version
             try:
                 outputs = self._run(servable, signature, inputs, output_filter)
@@ -177,11 +212,12 @@ class Backend:
             self.metrics.record_request(name, served, signature or "serving_default", code,
                                         time.perf_counter() - started, entrypoint)
             batch = next((len(v) for v in inputs.values() if np.ndim(v)), 0)
-            log.debug("predict model=%s version=%s signature=%s batch=%d status=%s %.1f ms", name, version,
+            log.debug("predict model=%s version=%s signature=%s batch=%d status=%s %.1f ms", name, served,
                       signature or "serving_default", batch, code, (time.perf_counter() - started) * 1e3)
 
-    def metadata(self, name: str, version: int | None) -> tuple[int, get_model_metadata_pb2.SignatureDefMap]:
-        servable = self.manager.acquire(name, version)
+    def metadata(self, name: str, version: int | None,
+                 label: str | None = None) -> tuple[int, get_model_metadata_pb2.SignatureDefMap]:
+        servable = self.manager.acquire(name, version, label)
         try:
             signature_map = get_model_metadata_pb2.SignatureDefMap()
             for key, value in servable.signatures.items():
@@ -190,12 +226,17 @@ class Backend:
         finally:
             servable.release()
 
-    def status(self, name: str, version: int | None) -> list[tuple[int, str, str]]:
-        if name != self.manager.name:
-            raise ServingFailure(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
-        states = sorted(self.manager.states.items())
+    def status(self, name: str, version: int | None) -> list[tuple[int, VersionState]]:
+        """GetModelStatus as TF Serving answers it: every version seen, highest first (a label in the ModelSpec is
+        not looked at); NOT_FOUND for a model or version it has not seen."""
+        if not name:
+            raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified.")
+        model = self.manager.models.get(name) or self.manager.gone.get(name)
+        states = sorted(model.states.items(), reverse=True) if model is not None else []
         if version is not None:
             states = [(v, s) for v, s in states if v == version]
             if not states:
                 raise ServingFailure(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
-        return [(v, state, message) for v, (state, message) in states]
+        if not states:
+            raise ServingFailure(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+        return states

@@ -6,7 +6,7 @@ along dimension 0 (padded up to the next of `allowed_batch_sizes` by repeating t
 hands each task its slice of the outputs. As in TF Serving, a task larger than `max_batch_size` is refused with
 INVALID_ARGUMENT; with `enable_large_batch_splitting`, batches hold `max_execution_batch_size` rows (default
 `max_batch_size`) and a larger task is split across them, its first part filling the open batch; a task that finds
-`max_enqueued_batches` batches waiting gets UNAVAILABLE.
+`max_enqueued_batches` batches waiting gets UNAVAILABLE; a batch whose run fails fails every request in it.
 
 The configuration is the BatchingParameters text proto TF Serving reads (`--batching_parameters_file`, the file
 the Docker image ships as serving/batching.config), parsed with protobuf's own text-format parser against the
@@ -243,17 +243,12 @@ class Batcher:
 
     def _run(self, queue: _Queue, tasks: list[_Task]) -> None:
         try:
-            try:
-                self._run_together(queue, tasks)
-            except Exception as error:  # noqa: BLE001 - handed to the waiting requests
-                if len(tasks) == 1:
-                    tasks[0].error = error
-                else:  # one bad request (a corrupt image) must not fail its neighbours: each on its own again
-                    for task in tasks:
-                        try:
-                            self._run_together(queue, [task])
-                        except Exception as alone:  # noqa: BLE001
-                            task.error = alone
+            self._run_together(queue, tasks)
+        except Exception as error:  # noqa: BLE001 - handed to the waiting requests
+            # As TF Serving's BatchingSession::ProcessBatch: a failed run fails every request of its batch (one
+            # corrupt image fails the images merged with it; a client that cannot accept that retries alone).
+            for task in tasks:
+                task.error = error
         finally:
             for task in tasks:
                 task.done.set()

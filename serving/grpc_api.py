@@ -45,6 +45,10 @@ def _version(spec) -> int | None:
     return spec.version.value if spec.HasField("version") else None
 
 
+def _label(spec) -> str | None:
+    return spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, backend: Backend):
         self.backend = backend
@@ -66,7 +70,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                      f"input {key!r} is not a readable TensorProto: {error}") from None
         version, signature, outputs = self.backend.predict(spec.name, _version(spec), spec.signature_name,
-                                                           inputs, tuple(request.output_filter))
+                                                           inputs, tuple(request.output_filter), label=_label(spec))
         response = predict_pb2.PredictResponse()
         response.model_spec.name, response.model_spec.signature_name = spec.name, signature
         response.model_spec.version.value = version
@@ -79,7 +83,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if list(request.metadata_field) != ["signature_def"]:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be exactly ['signature_def']")
         try:
-            version, signature_map = self.backend.metadata(spec.name, _version(spec))
+            version, signature_map = self.backend.metadata(spec.name, _version(spec), _label(spec))
         except ServingFailure as failure:
             _abort(context, failure)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -100,9 +104,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         except ServingFailure as failure:
             _abort(context, failure)
         response = get_model_status_pb2.GetModelStatusResponse()
-        for version, state, message in states:
+        for version, state in states:
             status = response.model_version_status.add(version=version)
-            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
-            status.status.error_message = message
-            status.status.error_code = 0 if not message else 13
+            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
+            status.status.error_code = state.code.value[0]
+            status.status.error_message = state.message
         return response

@@ -1,9 +1,10 @@
 """Prometheus metrics of the local server, in Prometheus' text format at TF Serving's path, with TF Serving's
 metric names where it has them (its monitoring names with "/" turned into ":", as its exporter does).
 
-    :tensorflow:serving:request_count{model_name,status}                      counter, as TF Serving
+    :tensorflow:serving:request_count{model_name,status}                      counter, as TF Serving (gRPC Predict,
+                                                                              every REST request)
     :tensorflow:serving:request_latency{model_name,API,entrypoint}            histogram (microseconds), as TF Serving
-    :tensorflow:serving:batching_session:input_batch_size{thread_pool_name}   histogram, as TF Serving
+    :tensorflow:serving:batching_session:input_batch_size{thread_pool_name}   histogram, as TF Serving (each request)
     :tensorflow:serving:batching_session:processed_batch_size{...}            histogram (after padding), as TF Serving
     :tensorflow:serving:batching_session:padding_size{...}                    histogram, as TF Serving
     :alexnet_tf:serving:request_count{model_name,version,signature,status}    counter (TF Serving has no such split)
@@ -100,14 +101,29 @@ class Metrics:
 
     def record_request(self, model: str, version: int | None, signature: str, status: str, seconds: float,
                        entrypoint: str) -> None:
+        """One Predict call: TF Serving's request_count and (when OK, as TF Serving) its latency, and our split."""
         with self._lock:
             self.request_count.add(model, status)
             self.requests.add(model, "" if version is None else str(version), signature, status)
-            self.request_latency.observe(seconds * 1e6, model, "predict", entrypoint)
+            if status == "OK":
+                self.request_latency.observe(seconds * 1e6, model, "predict", entrypoint)
+
+    def count_request(self, model: str, status: str) -> None:
+        """Another API call TF Serving counts in request_count: every REST request (status and metadata GETs too);
+        over gRPC only Predict, Classify and Regress count (prediction_service_impl.cc, http_server.cc)."""
+        with self._lock:
+            self.request_count.add(model, status)
+
+    def record_input(self, rows: int, inputs: int = 1, pool: str = "batch_threads") -> None:
+        """A request entering the batcher: input_batch_size is each request's size, once per input tensor, as
+        BatchingSession::ComputeInputSize records it (not the merged batch's)."""
+        with self._lock:
+            for _ in range(inputs):
+                self.input_batch_size.observe(rows, pool)
 
     def record_batch(self, rows: int, padding: int, pool: str = "batch_threads") -> None:
+        """A batch run: its size after padding, and the padding."""
         with self._lock:
-            self.input_batch_size.observe(rows, pool)
             self.processed_batch_size.observe(rows + padding, pool)
             self.padding_size.observe(padding, pool)
 

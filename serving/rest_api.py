@@ -9,6 +9,7 @@ import http.server
 import json
 import logging
 import re
+import urllib.parse
 
 import grpc
 import numpy as np
@@ -20,7 +21,9 @@ from serving.errors import HTTP_STATUS, ServingFailure
 
 log = logging.getLogger("alexnet_tf.serving")
 
-_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:predict)?$")
+# TF Serving's own patterns (http_rest_api_util.cc: kPredictionApiGegex, kModelStatusApiRegex), case-insensitive.
+_ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                    r"(?P<rest>/metadata|:predict)?", re.IGNORECASE)
 
 
 def _json_value(value, key: str):
@@ -81,26 +84,43 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")
+        if self.backend.options.cors:  # --rest_api_enable_cors_support: TF Serving's AddCORSHeaders
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Methods", "POST, GET")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
+    counted = False  # set once the backend has counted this request (a predict)
+
     def _fail(self, failure: ServingFailure) -> None:
+        self.code = failure.code.name
         self._send(HTTP_STATUS.get(failure.code, 500), {"error": failure.message})
 
     def _route(self):
-        match = _ROUTE.match(self.path.split("?")[0])
+        """(model name, version, label, "" | "/metadata" | ":predict") of the request's path."""
+        match = _ROUTE.fullmatch(self.path.split("?")[0])
         if not match:
             raise ServingFailure(grpc.StatusCode.NOT_FOUND, f"no such route: {self.path}")
         version = int(match["version"]) if match["version"] else None
-        return match["name"], version, match["rest"] or ""
+        label = urllib.parse.unquote(match["label"]) if match["label"] else None
+        self.model_name = urllib.parse.unquote(match["name"])
+        return self.model_name, version, label, (match["rest"] or "").lower()
 
     def do_GET(self):
+        self.model_name, self.code, self.counted = "", "OK", False
         try:
             with self.backend.request():  # counted until answered: a shutdown waits for it
                 self._get()
         except ServingFailure as failure:
             self._fail(failure)
+        self._count()
+
+    def _count(self) -> None:
+        """TF Serving counts every REST request in request_count (a predict is counted by the backend already)."""
+        if not self.counted and self.path.split("?")[0] != self.backend.options.monitoring.path:
+            self.backend.metrics.count_request(self.model_name, self.code)
 
     def _get(self):
         monitoring = self.backend.options.monitoring
@@ -113,9 +133,9 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
             return
         try:
-            name, version, rest = self._route()
+            name, version, label, rest = self._route()
             if rest == "/metadata":
-                served, signature_map = self.backend.metadata(name, version)
+                served, signature_map = self.backend.metadata(name, version, label)
                 self._send(200, {
                     "model_spec": {"name": name, "signature_name": "", "version": str(served)},
                     "metadata": {"signature_def": {
@@ -123,11 +143,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
                         **json_format.MessageToDict(signature_map, preserving_proto_field_name=True)}},
                 })
             elif rest == "":
-                states = self.backend.status(name, version)
+                states = self.backend.status(name, version)  # as TF Serving: a label lists every version
                 self._send(200, {"model_version_status": [
-                    {"version": str(v), "state": state,
-                     "status": {"error_code": "OK" if not message else "UNKNOWN", "error_message": message}}
-                    for v, state, message in states]})
+                    {"version": str(v), "state": state.state,
+                     "status": {"error_code": state.code.name, "error_message": state.message}}
+                    for v, state in states]})
             else:
                 raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT, "use POST for :predict")
         except ServingFailure as failure:
@@ -167,6 +187,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         return data
 
     def do_POST(self):
+        self.model_name, self.code, self.counted = "", "OK", False
         try:
             with self.backend.request():
                 self._post()
@@ -174,15 +195,18 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             self._fail(failure)
         except Exception as error:  # noqa: BLE001 - never drop a connection without an answer
             log.exception("REST request failed")
+            self.code = "INTERNAL"
             self._send(500, {"error": f"internal error: {type(error).__name__}"})
+        self._count()
 
     def _post(self):
         data = self._read_body()
         if data is None:
             return
-        name, version, rest = self._route()
+        name, version, label, rest = self._route()
         if rest != ":predict":
-            raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT, "POST goes to .../NAME[/versions/N]:predict")
+            raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                                 "POST goes to .../NAME[/versions/N | /labels/LABEL]:predict")
         try:
             body = json.loads(data or b"{}")
         except (ValueError, RecursionError) as error:
@@ -191,13 +215,13 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
             raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                  "the body needs exactly one of 'instances' (row format) or 'inputs' (columnar)")
-        self._predict(name, version, body)
+        self._predict(name, version, label, body)
 
-    def _predict(self, name: str, version: int | None, body: dict) -> None:
+    def _predict(self, name: str, version: int | None, label: str | None, body: dict) -> None:
         signature_name = body.get("signature_name") or "serving_default"
         if not isinstance(signature_name, str):
             raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT, "'signature_name' must be a string")
-        servable = self.backend.manager.acquire(name, version)
+        servable = self.backend.manager.acquire(name, version, label)
         try:
             signature = servable.signatures.get(signature_name)
         finally:
@@ -210,13 +234,18 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:  # a body of the wrong shape
             raise ServingFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                  f"cannot read the request's inputs ({type(error).__name__}: {error})") from None
-        _, _, outputs = self.backend.predict(name, version, signature_name, inputs, entrypoint="REST")
+        self.counted = True  # the backend counts a predict, whatever its outcome
+        _, _, outputs = self.backend.predict(name, servable.version if label else version, signature_name, inputs,
+                                             entrypoint="REST")
+        single = len(outputs) == 1  # TF Serving drops the output's name when there is only one (json_tensor.cc)
         if "instances" in body:
             rows = len(next(iter(outputs.values())))
-            predictions = [{k: _json_value(v[i], k) for k, v in outputs.items()} for i in range(rows)]
+            predictions = [next(iter(row.values())) if single else row for row in
+                           ({k: _json_value(v[i], k) for k, v in outputs.items()} for i in range(rows))]
             self._send(200, {"predictions": predictions})
         else:
-            self._send(200, {"outputs": {k: _json_value(v, k) for k, v in outputs.items()}})
+            columns = {k: _json_value(v, k) for k, v in outputs.items()}
+            self._send(200, {"outputs": next(iter(columns.values())) if single else columns})
 
     @staticmethod
     def _inputs(signature, body: dict) -> dict[str, np.ndarray]:

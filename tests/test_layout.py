@@ -105,7 +105,7 @@ def test_modules_are_small_and_say_what_they_are_for():
 def test_every_command_has_its_own_module():
     from alexnet_tf import cli
 
-    helpers = {"__init__", "__main__", "common", "serve_flags"}
+    helpers = {"__init__", "__main__", "common", "serve_flags", "tf_serving_flags"}
     files = {p.stem for p in (ROOT / "alexnet_tf" / "cli").glob("*.py")} - helpers
     assert {command.__name__.rsplit(".", 1)[-1] for command in cli.COMMANDS} == files
     for command in cli.COMMANDS:

@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; user errors and failed writes (full disk, read-only) print one line to stderr and
     return 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_tf_serving_flags", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # `serve` parses tensorflow_model_server's flags from these, in TensorFlow's syntax
     quiet_tensorflow(args.verbose)
     if hasattr(sys.stdout, "reconfigure"):  # progress reaches a log file or a pipe as it happens
         sys.stdout.reconfigure(line_buffering=True)

@@ -33,6 +33,7 @@ def test_dockerfile_builds_on_pinned_tf_serving_and_passes_the_config():
     cmd = next(a for kind, a in instructions if kind == "CMD")
     flags = json.loads(cmd)  # exec form: a JSON array, appended to the base image's entrypoint
     assert "--enable_batching=true" in flags and "--rest_api_port=8501" in flags
+    assert "--enable_grpc_healthcheck_service=true" in flags  # probes developed against alexnet-tf serve work
     for flag in flags:
         name, _, value = flag.partition("=")
         if name.endswith("_file"):
@@ -45,6 +46,25 @@ def test_models_config_parses_as_model_server_config():
     (model,) = config.model_config_list.config
     assert (model.name, model.base_path, model.model_platform) == ("alexnet", "/models/alexnet", "tensorflow")
     assert model.model_version_policy.latest.num_versions == 2
+
+
+@pytest.mark.parametrize("versions", [(1,), (3, 7), (2, 5, 9)])
+def test_models_config_starts_the_server_whatever_versions_exist(tmp_path, versions):
+    """The shipped models.config cannot stop tensorflow_model_server from starting: no label (TF Serving refuses a
+    label on a version not yet loaded), a latest policy that takes any versions."""
+    from serving.model_config import parse_model_config
+    from serving.models import ModelManager
+    from tests.serving.tiny_models import write_version
+
+    for version in versions:
+        write_version(tmp_path / "alexnet", version)
+    text = (ROOT / "serving" / "models.config").read_text().replace("/models/alexnet", str(tmp_path / "alexnet"))
+    manager = ModelManager(parse_model_config(text), poll_seconds=0)
+    try:
+        manager.start()
+        assert sorted(manager.models["alexnet"].loaded) == sorted(versions)[-2:]
+    finally:
+        manager.stop()
 
 
 def monitoring_config_class():

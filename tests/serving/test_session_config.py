@@ -28,12 +28,17 @@ def test_explicit_thread_counts_win():
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 5)
 
 
-def test_the_flags_parse_with_tf_servings_spelling():
-    from alexnet_tf import cli
+def test_the_thread_flags_resolve_as_tf_serving_resolves_them():
+    from alexnet_tf.cli import tf_serving_flags
+    from alexnet_tf.cli.common import UserError
+    from alexnet_tf.cli.serve_flags import threads
 
-    args = cli.build_parser().parse_args(["serve", "--tensorflow_intra_op_parallelism=1",
-                                          "--tensorflow_inter_op_parallelism", "2"])
-    assert (args.intra_op_threads, args.inter_op_threads) == (1, 2)
-    args = cli.build_parser().parse_args(["serve", "--tensorflow_intra_op_parallelism=-1"])
-    with pytest.raises(cli.UserError, match="--tensorflow_intra_op_parallelism=-1: expected 0 .auto. or a thread"):
-        args.run(args)
+    parse = tf_serving_flags.parse
+    assert threads(parse(["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=2"])) == (1, 2)
+    assert threads(parse(["--tensorflow_session_parallelism=3"])) == (3, 3)  # both pools, as server.cc
+    assert threads(parse([])) == (0, 0)
+    with pytest.raises(UserError, match="--tensorflow_intra_op_parallelism=-1: expected 0 .auto. or a thread"):
+        threads(parse(["--tensorflow_intra_op_parallelism=-1"]))
+    with pytest.raises(UserError, match="You cannot configure all"):
+        threads(parse(["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
+                       "--tensorflow_session_parallelism=1"]))
