@@ -10,6 +10,7 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -17,6 +18,8 @@ from tensorflow_serving.apis import (
 
 from serving.backend import Backend
 from serving.errors import ServingFailure
+from serving.model_config import from_proto
+from serving.models import StartupFailure
 
 
 def _abort(context, failure: ServingFailure):
@@ -109,4 +112,20 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
             status.status.error_code = state.code.value[0]
             status.status.error_message = state.message
+        return response
+
+    def HandleReloadConfigRequest(self, request, context):
+        """Apply a new ModelServerConfig, as ServerCore::ReloadConfig: models added load (the answer waits for
+        them), dropped ones unload; a config TF Serving refuses leaves the running one, and the RPC fails with its
+        code and reason (model_service_impl.cc)."""
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise ValueError("ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                                 "ModelConfigList is currently supported")
+            self.backend.manager.reload(from_proto(request.config))
+        except ValueError as error:
+            _abort(context, ServingFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+        except StartupFailure as error:
+            _abort(context, ServingFailure(grpc.StatusCode.FAILED_PRECONDITION, str(error)))
         return response

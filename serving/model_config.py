@@ -48,6 +48,11 @@ def parse_model_config(text: str, source: str = "the model config") -> list[Mode
         config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     except text_format.ParseError as error:
         raise ValueError(f"Invalid protobuf file: '{source}': {error}") from None
+    return from_proto(config)
+
+
+def from_proto(config) -> list[ModelConfig]:
+    """The models of a ModelServerConfig message (a parsed file, or HandleReloadConfigRequest's config)."""
     if config.HasField("custom_model_config"):
         raise ValueError("custom_model_config is not supported (as in TF Serving's model server)")
     models, names = [], set()

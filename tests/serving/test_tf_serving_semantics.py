@@ -19,14 +19,17 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 from alexnet_tf.cli import tf_serving_flags
 from alexnet_tf.cli.common import UserError
@@ -171,7 +174,10 @@ def test_labels_at_start_need_the_flag_and_later_only_name_available_versions(tm
     unlabelled = [ModelConfig("tiny", tmp_path / "tiny", "specific", versions=frozenset({1, 2}))]
     server = start(tmp_path, unlabelled)
     try:
-        server.manager.reload(models)  # both available now: the labels are taken
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # both available now: labels taken
+            reload = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest
+            reload(model_management_pb2.ReloadConfigRequest(config=text_format.Parse(
+                LABELLED.format(base=tmp_path / "tiny"), model_server_config_pb2.ModelServerConfig())), timeout=30)
         assert predict(server, label="stable")[0] == 1
         moved = [ModelConfig("tiny", tmp_path / "tiny", "specific", versions=frozenset({1, 2}),
                              labels=(("stable", 3),))]
