@@ -1,5 +1,6 @@
 """The export step: a trained AlexNet -> a versioned SavedModel for TF Serving, with 10-crop averaging in-graph."""
 
+from export.precision import Agreement, stored_precision
 from export.saved_model import (
     SIGNATURES,
     ExportError,
@@ -10,5 +11,5 @@ from export.saved_model import (
     verify_with_session,
 )
 
-__all__ = ["SIGNATURES", "ExportError", "ExportResult", "export", "export_saved_model", "next_version",
-           "verify_with_session"]
+__all__ = ["SIGNATURES", "Agreement", "ExportError", "ExportResult", "export", "export_saved_model", "next_version",
+           "stored_precision", "verify_with_session"]

@@ -25,6 +25,8 @@ from alexnet_tf.classifier.test_time import TestTime, inference_copy
 from alexnet_tf.data import ops
 from alexnet_tf.network.model import AlexNet
 from alexnet_tf.process import atomic, disk
+from alexnet_tf.training import execution
+from export import precision as precisions
 
 SIGNATURES = ("serving_default", "center_crop", "from_pixels")
 TOP_K = 5
@@ -40,6 +42,9 @@ class ExportResult:
     path: pathlib.Path
     version: int
     signatures: dict[str, dict[str, dict[str, str]]]  # name -> {"inputs"|"outputs": {key: "dtype shape"}}
+    precision: str = "float32"  # the weights' and the convolutions' dtype: "float32" or "bfloat16"
+    agreement: precisions.Agreement | None = None  # bfloat16 vs float32, when bfloat16 was considered
+    precision_note: str = ""  # why `--precision auto` chose float32, if it did
 
 
 def next_version(model_dir: pathlib.Path) -> int:
@@ -94,6 +99,36 @@ def warmup_inputs(seed: int = 0) -> dict[str, np.ndarray]:
     pixels = rng.integers(0, 256, (2, ops.PAPER_SIZE, ops.PAPER_SIZE, 3), dtype=np.uint8)
     encoded = np.array([jpeg, png], dtype=object)
     return {"serving_default": encoded, "center_crop": encoded, "from_pixels": pixels}
+
+
+def warmup_pixels() -> np.ndarray:
+    """The warm-up images as uint8 [4, 256, 256, 3], as the signatures see them after decoding."""
+    inputs = warmup_inputs()
+    square = ops.chain(ops.decode(ops.DEFAULT_MAX_PIXELS), ops.rescale_to_square(ops.PAPER_SIZE))
+    decoded = [square(tf.constant(data)).numpy() for data in inputs["center_crop"]]
+    return np.concatenate([np.stack(decoded), inputs["from_pixels"]])
+
+
+def _choose_precision(model: AlexNet, mean: np.ndarray, precision: str, images, force: bool
+                      ) -> tuple[AlexNet, str, precisions.Agreement | None, str]:
+    """(inference network, its precision, the bfloat16 agreement if measured, why auto kept float32)."""
+    if precision not in precisions.CHOICES:
+        raise ValueError(f"precision must be one of {precisions.CHOICES}, got {precision!r}")
+    reference = inference_copy(model)
+    if precision == "float32":
+        return reference, "float32", None, ""
+    if precision == "auto" and not execution.native_bfloat16():
+        return reference, "float32", None, "this CPU has no native bfloat16 (avx512_bf16 or AMX): float32"
+    pixels, labels, source = images if images is not None else (warmup_pixels(), None, "warm-up images")
+    candidate = inference_copy(model, "bfloat16")
+    agreement = precisions.compare(reference, candidate, mean, pixels, labels, source=source)
+    if precision == "auto" and not agreement.acceptable:
+        return reference, "float32", agreement, "the bfloat16 copy disagrees with float32 beyond rounding: float32"
+    try:
+        precisions.check(agreement, force=force)
+    except precisions.AgreementError as error:
+        raise ExportError(str(error)) from None
+    return candidate, "bfloat16", agreement, ""
 
 
 def _write_warmup(directory: pathlib.Path, model_name: str) -> None:
@@ -180,16 +215,20 @@ def export_saved_model(
     labels: Sequence[str] | None = None,
     max_pixels: int = ops.DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
+    precision: str = "float32",
 ) -> pathlib.Path:
     """Write `base_dir/name/<version>/` for TF Serving and return its path (see the module docstring).
 
     mean_image: the training set's 256x256x3 mean image, or an RGB triple (default: the ImageNet mean).
     labels: class names, one per class (default: "0", "1", ...). They ship as an asset and fill the `labels` output.
+    precision: "float32" (default), "bfloat16" (weights stored and convolutions run in bfloat16, after checking
+    its answers agree with float32's, see `export.precision`) or "auto" (bfloat16 where this host computes it
+    natively and the agreement holds, else float32).
     The version is written under a temporary non-numeric name, loaded back through TF Serving's TF1 Session path
     and run on every signature, then renamed into place; an existing version is replaced only with `overwrite`.
     """
     return export(model, base_dir, name=name, version=version, mean_image=mean_image, labels=labels,
-                  max_pixels=max_pixels, overwrite=overwrite).path
+                  max_pixels=max_pixels, overwrite=overwrite, precision=precision).path
 
 
 def export(
@@ -203,8 +242,15 @@ def export(
     max_pixels: int = ops.DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
     verbose: bool = False,
+    precision: str = "float32",
+    agreement_images: tuple[np.ndarray, np.ndarray | None, str] | None = None,
+    force_precision: bool = False,
 ) -> ExportResult:
-    """`export_saved_model`, returning the version number and the signatures too."""
+    """`export_saved_model`, returning the version number, the signatures and the precision's agreement too.
+
+    agreement_images: (uint8 [N, 256, 256, 3] pixels, their labels or None, a description) to compare a bfloat16
+    copy with float32 on (default: the 4 warm-up images). force_precision: publish bfloat16 even when it disagrees.
+    """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
     model_dir = pathlib.Path(base_dir) / name
@@ -222,6 +268,7 @@ def export(
     mean = np.asarray(ops.IMAGENET_MEAN_RGB if mean_image is None else mean_image, np.float32)
     if mean.shape not in ((3,), (ops.PAPER_SIZE, ops.PAPER_SIZE, 3)):
         raise ValueError(f"mean_image must be (3,) or (256, 256, 3), got {mean.shape}")
+    network, chosen, agreement, note = _choose_precision(model, mean, precision, agreement_images, force_precision)
 
     # A full disk or read-only directory: one line, the staging directory gone, the versions there as they were.
     with disk.guard(final, needed=disk.variable_bytes(model.weights), note="the versions there are as they were"):
@@ -236,7 +283,7 @@ def export(
                                               tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
                 default_value="",
             )
-            servable = _Servable(inference_copy(model), mean, table, max_pixels)
+            servable = _Servable(network, mean, table, max_pixels)
             archive = keras.export.ExportArchive()
             # Not archive.track(model): the endpoints already capture the model's tf.Variables, and tracking the Keras
             # wrappers too writes every weight a second time (keras-team/keras#23553): 2x the files, 2x the RAM in TF
@@ -248,8 +295,10 @@ def export(
             target = staging / "model"
             archive.write_out(str(target), verbose=verbose)
             _write_warmup(target, name)
+            if chosen == "bfloat16":
+                (target / "assets.extra" / precisions.AGREEMENT_FILE).write_text(agreement.to_json())
             verify_with_session(target)
             atomic.replace_directory(target, final, f"_retired_{version}")  # not numeric: TF Serving ignores it
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(final, version, describe_signatures(final))
+    return ExportResult(final, version, describe_signatures(final), chosen, agreement, note)

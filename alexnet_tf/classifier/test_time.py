@@ -16,10 +16,11 @@ FEATURE_LAYERS = {"pool5": "fc6_input", "fc6": "fc7_input", "fc7": "fc8_input"}
 off): pool5 9216 values, fc6 and fc7 4096 each."""
 
 
-def inference_copy(model: AlexNet) -> AlexNet:
-    """The same weights in a float32, unplaced, uncompiled copy: answers in float32 whatever the training precision,
-    no device annotations (any single-device host), no optimizer."""
-    config = {**model.get_config(), "dtype": "float32", "tower_devices": None}
+def inference_copy(model: AlexNet, dtype: str = "float32") -> AlexNet:
+    """The same weights in an unplaced, uncompiled copy whose layers store and compute in `dtype` ("float32", or
+    "bfloat16": LRN and fc8 still in float32, see `AlexNet`), whatever the training precision; no device annotations
+    (any single-device host), no optimizer."""
+    config = {**model.get_config(), "dtype": dtype, "tower_devices": None}
     copy = AlexNet.from_config(config)
     copy.set_weights(model.get_weights())
     return copy

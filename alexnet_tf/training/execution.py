@@ -84,6 +84,11 @@ def native_mixed_precisions(*, gpu_capabilities: Sequence[tuple[int, int]] | Non
     return ("mixed_bfloat16",) if flags & {"avx512_bf16", "amx_bf16"} else ()
 
 
+def native_bfloat16() -> bool:
+    """True where this CPU computes bfloat16 natively (avx512_bf16 or AMX): where a bfloat16 export serves faster."""
+    return "mixed_bfloat16" in native_mixed_precisions(gpu_capabilities=[])
+
+
 def _gpu_capabilities() -> list[tuple[int, int]]:
     import tensorflow as tf
 

@@ -66,16 +66,21 @@ class TrainResult:
 
 
 # === Data ===
+def prepared_location(config: Config) -> pathlib.Path:
+    """Where `prepared_uri` keeps a non-`records:` data set's prepared records (prepared or not yet)."""
+    if config.data.prepared_dir:
+        return pathlib.Path(config.data.prepared_dir)
+    uri = config.data.dataset
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri).strip("_")[:60]
+    return demo.cache_root() / "prepared" / f"{slug}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
+
+
 def prepared_uri(config: Config, *, progress: bool = True) -> str:
     """A `records:` URI for the configured data set, running the paper's offline step once for other sources."""
     uri = config.data.dataset
     if uri.startswith("records:"):
         return uri
-    if config.data.prepared_dir:
-        out = pathlib.Path(config.data.prepared_dir)
-    else:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri).strip("_")[:60]
-        out = demo.cache_root() / "prepared" / f"{slug}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
+    out = prepared_location(config)
     if not (out / "manifest.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         # Several workers on one machine share the cache: the first prepares, the others wait and reuse.
