@@ -14,6 +14,7 @@ import time
 import grpc
 import tensorflow as tf
 
+from alexnet_tf.training.execution import native_bfloat16
 from serving.errors import ServingFailure, clean_message
 from serving.model_config import ModelConfig, read_model_config
 from serving.servable import Servable
@@ -135,6 +136,9 @@ class ModelVersions:
         self.states[version] = VersionState("AVAILABLE")
         log.info("serving %s version %d (loaded and warmed up with %d requests in %.1f s)", self.name, version,
                  warmed, time.perf_counter() - started)
+        if servable.precision == "bfloat16" and not native_bfloat16():
+            log.warning("%s version %d is a bfloat16 export and this CPU has no native bfloat16 (avx512_bf16 or AMX): "
+                        "it runs emulated, slower than a float32 export", self.name, version)
 
     def _unload(self, version: int) -> None:
         self.states[version] = VersionState("UNLOADING")

@@ -15,6 +15,15 @@ from tensorflow_serving.apis import prediction_log_pb2
 from serving.errors import ServingFailure, clean_message
 
 
+def variables_precision(meta_graph: tf.compat.v1.MetaGraphDef) -> str:
+    """"bfloat16" when a SavedModel's graph holds bfloat16 variables (a `--precision bfloat16` export), else
+    "float32"."""
+    graph = meta_graph.graph_def
+    nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
+    bfloat16 = tf.bfloat16.as_datatype_enum
+    return "bfloat16" if any(n.op == "VarHandleOp" and n.attr["dtype"].type == bfloat16 for n in nodes) else "float32"
+
+
 class Servable:
     """One loaded version: a TF1 Graph and Session, its signatures, and a count of requests using it."""
 
@@ -30,6 +39,7 @@ class Servable:
             self.session.close()
             raise
         self.signatures = {k: v for k, v in self.meta.signature_def.items() if not k.startswith("__")}
+        self.precision = variables_precision(self.meta)
         self._users, self._retired, self._lock = 0, False, threading.Lock()
 
     def warm_up(self, iterations: int = 0) -> int:

@@ -527,3 +527,32 @@ def test_dockerfile_flags_parse_as_tensorflow_model_server_parses_them():
     values = tf_serving_flags.parse(cmd)
     assert values["enable_grpc_healthcheck_service"] is True and values["enable_batching"] is True
     assert not tf_serving_flags.notes(values)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_a_bfloat16_export_on_a_cpu_without_native_bfloat16_is_warned_about(tmp_path, caplog, monkeypatch, native):
+    import serving.models
+
+    monkeypatch.setattr(serving.models, "native_bfloat16", lambda: native)
+    write_version(tmp_path / "tiny", 1, weight_dtype=tf.bfloat16)
+    server = start(tmp_path, [ModelConfig("tiny", tmp_path / "tiny")])
+    try:
+        assert predict(server)[0] == 1
+        warned = [r.getMessage() for r in caplog.records if "runs emulated" in r.getMessage()]
+        assert len(warned) == (0 if native else 1)
+        assert not warned or "tiny version 1 is a bfloat16 export" in warned[0]
+    finally:
+        server.stop(grace=1)
+    assert server_precision(tmp_path / "tiny" / "1") == "bfloat16"
+    write_version(tmp_path / "float", 1)
+    assert server_precision(tmp_path / "float" / "1") == "float32"
+
+
+def server_precision(directory):
+    from serving.servable import Servable
+
+    servable = Servable("tiny", 1, directory)
+    try:
+        return servable.precision
+    finally:
+        servable.session.close()

@@ -11,14 +11,20 @@ import shutil
 import tensorflow as tf
 
 
-def write_version(base: pathlib.Path, version: int, *, publish: bool = True) -> pathlib.Path:
-    """BASE/VERSION: serving_default takes x (float32 [n]) and returns y = x * version and version (int64 [n]).
-    Written under a temporary name and renamed, as `alexnet-tf export` publishes a version."""
+def write_version(base: pathlib.Path, version: int, *, publish: bool = True, weight_dtype=tf.float32
+                  ) -> pathlib.Path:
+    """BASE/VERSION: serving_default takes x (float32 [n]) and returns y = x * version * w (w a variable of
+    `weight_dtype` holding 1) and version (int64 [n]). Written under a temporary name and renamed, as
+    `alexnet-tf export` publishes a version."""
     class Tiny(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(1.0, dtype=weight_dtype)
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x):
-            return {"y": x * float(version), "version": tf.fill(tf.shape(x, out_type=tf.int64)[:1],
-                                                               tf.constant(version, tf.int64))}
+            return {"y": x * float(version) * tf.cast(self.w, tf.float32),
+                    "version": tf.fill(tf.shape(x, out_type=tf.int64)[:1], tf.constant(version, tf.int64))}
 
     base.mkdir(parents=True, exist_ok=True)
     staging = base / f".incoming-{version}"
