@@ -3,6 +3,7 @@ clients on `center_crop` and `serving_default`, with batching off and on (servin
 health checked throughout; then a soak at 16 clients with the server's resident memory sampled.
 
     python benchmarks/serving.py [--seconds 15] [--repeats 3] [--soak-seconds 180] [--baseline-tree DIR]
+                                 [--precision float32 bfloat16]
 
 The server runs in its own process (as in production), on a freshly initialised 1000-class AlexNet exported to a
 temporary directory; the clients are threads of this process. The request is one image: by default a generated
@@ -10,7 +11,10 @@ temporary directory; the clients are threads of this process. The request is one
 (the issue measured matplotlib's 61 KB 512x600 `sample_data/grace_hopper.jpg`). The forward bound is the
 machine's measured fp32 matmul peak over the network's forward FLOPs per 224 crop: the crops/second no server can
 beat. `--baseline-tree` also serves with another checkout (e.g. a `git worktree` of an older commit), batching off,
-to compare the unbatched path before and after.
+to compare the unbatched path before and after. `--precision float32 bfloat16` exports the same network both ways
+(`alexnet-tf export --precision`; the bfloat16 one forced, since a random network's near-uniform answers are no test
+of agreement, which is printed all the same) and serves each, side by side in one run, with the bfloat16/float32
+ratio of every cell at the end.
 Each cell is run `--repeats` times and reported by its median run (req/s of every run kept in "runs"). With
 batching on, "mean_batch" is the images per batch run over all the cell's repeats (from the server's own
 `processed_batch_size` histogram at /monitoring/prometheus/metrics): how full the batches were.
@@ -179,6 +183,8 @@ def main() -> None:
     parser.add_argument("--baseline-tree", help="another checkout to serve with, batching off, for comparison")
     parser.add_argument("--batching-config", default=str(ROOT / "serving" / "batching.config"),
                         help="BatchingParameters file for the batching-on server (default: serving/batching.config)")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=("float32", "bfloat16"),
+                        help="export precisions to serve, one after the other (default: float32)")
     parser.add_argument("--image", help="image file to send (default: a generated 512x600 JPEG of 112 KB)")
     args = parser.parse_args()
 
@@ -206,12 +212,18 @@ def main() -> None:
 
     table, soak = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        export.export_saved_model(model, tmp)
-        base = pathlib.Path(tmp) / "alexnet"
-        servers = [("this tree", ROOT, False), ("this tree", ROOT, True)]
+        bases = {}
+        for precision in args.precision:
+            result = export.export(model, pathlib.Path(tmp) / precision, precision=precision, force_precision=True)
+            bases[precision] = result.path.parent
+            if result.agreement is not None:
+                print(result.agreement.line(), flush=True)
+        servers = [("this tree", ROOT, batching, precision) for precision in args.precision for batching in
+                   (False, True)]
         if args.baseline_tree:
-            servers.insert(0, ("baseline", pathlib.Path(args.baseline_tree).resolve(), False))
-        for label, tree, batching in servers:
+            servers.insert(0, ("baseline", pathlib.Path(args.baseline_tree).resolve(), False, "float32"))
+        for label, tree, batching, precision in servers:
+            base = bases[precision]
             process, port, rest_port = start_server(tree, base, batching, pathlib.Path(args.batching_config))
             health = HealthWatch(port)
             for signature in args.signatures:
@@ -221,7 +233,8 @@ def main() -> None:
                     before = batches_run(rest_port) if batching else None
                     runs = sorted((load(port, signature, clients, args.seconds, image) for _ in range(args.repeats)),
                                   key=lambda run: run["requests_per_s"])
-                    row = {"server": label, "batching": "on" if batching else "off", **runs[len(runs) // 2],
+                    row = {"server": label, "precision": precision, "batching": "on" if batching else "off",
+                           **runs[len(runs) // 2],
                            "errors": sum(run["errors"] for run in runs),
                            "runs": [run["requests_per_s"] for run in runs]}
                     if before is not None:  # images per batch run, over all repeats of the cell
@@ -249,23 +262,35 @@ def main() -> None:
                         "rss_mb_growth_after_warmup": settled[-1] - settled[0]}
                 print({k: v for k, v in soak.items() if k != "rss_mb_samples"}, flush=True)
             checks, failures = health.close()
-            table.append({"server": label, "batching": "on" if batching else "off", "health_checks": checks,
-                          "health_failures": failures})
+            table.append({"server": label, "precision": precision, "batching": "on" if batching else "off",
+                          "health_checks": checks, "health_failures": failures})
             process.terminate()
             process.wait(timeout=60)
 
     load_rows = [r for r in table if "clients" in r]
-    common.print_table(load_rows, ["server", "batching", "signature", "clients", "requests_per_s", "crops_per_s",
-                                   "of_bound", "p50_ms", "p99_ms", "mean_batch", "errors", "runs"])
+    common.print_table(load_rows, ["server", "precision", "batching", "signature", "clients", "requests_per_s",
+                                   "crops_per_s", "of_bound", "p50_ms", "p99_ms", "mean_batch", "errors", "runs"])
     for r in table:
         if "health_checks" in r:
-            print(f"{r['server']}, batching {r['batching']}: {r['health_checks']} health checks, "
+            print(f"{r['server']}, {r['precision']}, batching {r['batching']}: {r['health_checks']} health checks, "
                   f"{r['health_failures']} not SERVING")
+    ratios = []
+    for row in load_rows:
+        if row["precision"] == "bfloat16" and row["server"] == "this tree":
+            base_row = next((r for r in load_rows if r["server"] == "this tree" and r["precision"] == "float32" and all(
+                r[k] == row[k] for k in ("batching", "signature", "clients"))), None)
+            if base_row is None:
+                continue
+            ratios.append({**{k: row[k] for k in ("batching", "signature", "clients")},
+                           "bfloat16_vs_float32": round(row["requests_per_s"] / base_row["requests_per_s"], 2)})
+            print(f"bfloat16 / float32, batching {row['batching']}, {row['signature']}, {row['clients']} client(s): "
+                  f"{ratios[-1]['bfloat16_vs_float32']:.2f}x")
     out = common.write_json("serving", {"machine": common.machine(), "image": args.image or "generated",
                                         "image_size": [width, height], "image_bytes": len(image),
                                         "forward_gflop_per_crop": round(flops_per_crop / 1e9, 3),
                                         "matmul_peak_gflops": round(peak, 1), "forward_bound_crops_per_s":
-                                        round(bound, 1), "rows": table, "soak": soak})
+                                        round(bound, 1), "rows": table, "soak": soak,
+                                        "bfloat16_vs_float32": ratios})
     print(f"wrote {out}")
 
 

@@ -5,9 +5,10 @@ every execution path (float32 / mixed_bfloat16 x XLA / graph), against the bound
 
 Marks the path `alexnet-tf train --precision auto --jit auto` picks here (`alexnet_tf.training.execution.pick` over the
 candidates this hardware offers natively; the bfloat16 rows of a CPU without avx512_bf16/AMX are measured but are no
-candidates). Prints a table and writes benchmarks/results/train_step.json. Targets (DESIGN.md section 8): the default
->= 0.95 x the fastest candidate; >= 0.80 of the fp32 bound on AVX2-only CPUs; >= 0.70 of the bf16 bound with native
-bf16.
+candidates), then profiles that path (TensorFlow's profiler, `benchmarks/op_profile.py`) and prints its ten costliest
+op types with their share of the op time. Prints a table and writes benchmarks/results/train_step.json. Targets
+(DESIGN.md section 8): the default >= 0.95 x the fastest candidate; >= 0.80 of the fp32 bound on AVX2-only CPUs;
+>= 0.70 of the bf16 bound with native bf16.
 """
 
 from __future__ import annotations
@@ -41,6 +42,30 @@ def step_seconds(path, batch: int, steps: int) -> list[float]:
     keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session()
     return times[warmup:]
+
+
+def op_breakdown(path, batch: int, steps: int = 3, count: int = 10) -> list[dict]:
+    """The `count` op types `path`'s training step spends the most time in, per step, from a profiler trace."""
+    import keras
+    import tensorflow as tf
+
+    from alexnet_tf import build_alexnet
+    from benchmarks import op_profile
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(path.precision)
+    model = build_alexnet(1000, dtype=path.precision)
+    model.compile(jit_compile=path.xla)
+    images = tf.random.normal((batch, 224, 224, 3), stddev=50.0)
+    labels = tf.random.uniform((batch,), 0, 1000, tf.int64)
+    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # traced, compiled and warm before the trace
+    with op_profile.trace() as trace:
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    trace.runs = steps
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+    return trace.top(count)
 
 
 def main() -> None:
@@ -85,10 +110,14 @@ def main() -> None:
                               "fraction_of_fp32_bound", "fraction_of_own_bound"])
     ratio = seconds[fastest] / seconds[default]
     print(f"default ({default.label}) = {ratio:.3f} x the fastest candidate ({fastest.label}); target >= 0.95")
+    breakdown = op_breakdown(default, args.batch)
+    print("where the default path's step goes (op types by their share of the op time; XLA fuses ops into "
+          "clusters, so its rows are fusions): ")
+    common.print_table(breakdown, ["op", "ms_per_run", "share"])
     path = common.write_json("train_step", {"machine": common.machine(), "train_gflop_per_image": gflop,
                                             "peak_gflops": peaks, "bounds_images_per_s": bounds,
                                             "batch": args.batch, "default_vs_fastest": round(ratio, 3),
-                                            "rows": rows})
+                                            "rows": rows, "default_path_ops": breakdown})
     print(f"wrote {path}")
 
 
