@@ -17,7 +17,7 @@ import pathlib
 import re
 import tempfile
 
-OP_EVENT = re.compile(r"^[^:]+:([A-Z][A-Za-z0-9_]*)$")
+OP_EVENT = re.compile(r"^[^:]+:(_?[A-Z][A-Za-z0-9_]*)$")
 
 
 class Trace:

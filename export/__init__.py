@@ -1,6 +1,6 @@
 """The export step: a trained AlexNet -> a versioned SavedModel for TF Serving, with 10-crop averaging in-graph."""
 
-from export.precision import Agreement, stored_precision
+from export.precision import Agreement
 from export.saved_model import (
     SIGNATURES,
     ExportError,
@@ -12,4 +12,4 @@ from export.saved_model import (
 )
 
 __all__ = ["SIGNATURES", "Agreement", "ExportError", "ExportResult", "export", "export_saved_model", "next_version",
-           "stored_precision", "verify_with_session"]
+           "verify_with_session"]

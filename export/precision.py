@@ -127,16 +127,6 @@ def check(agreement: Agreement, *, force: bool = False) -> None:
         "are explained by bfloat16 rounding): export float32, or force it (--force-precision)")
 
 
-def stored_precision(directory: str | pathlib.Path) -> str:
-    """"bfloat16" when a SavedModel holds bfloat16 variables, else "float32" (read from its saved_model.pb)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    from serving.servable import variables_precision
-
-    proto = saved_model_pb2.SavedModel.FromString((pathlib.Path(directory) / "saved_model.pb").read_bytes())
-    return variables_precision(proto.meta_graphs[0])
-
-
 def run_validation_images(run_dir: str | pathlib.Path, limit: int = 1000
                           ) -> tuple[np.ndarray, np.ndarray, str] | None:
     """Up to `limit` uint8 256x256 validation images of a training run, their labels and a description, when the

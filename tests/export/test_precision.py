@@ -18,6 +18,16 @@ from alexnet_tf.training import execution
 from export import precision, saved_model
 from tests.conftest import run_cli
 
+
+def stored_precision(directory) -> str:
+    """"bfloat16" when the SavedModel's variables are bfloat16 (as the local server reads it)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from serving.servable import variables_precision
+
+    proto = saved_model_pb2.SavedModel.FromString((directory / "saved_model.pb").read_bytes())
+    return variables_precision(proto.meta_graphs[0])
+
 U = 2.0**-8
 """bfloat16's unit roundoff: 8 significant bits, rounded to nearest."""
 ROUNDINGS = 3 * 7 + 2
@@ -70,9 +80,9 @@ def float32_probabilities(model, mean, pixels, ten: bool) -> np.ndarray:
 
 def test_the_weights_are_bfloat16_and_the_signatures_as_float32s(models, module_tmp_path):
     model, mean, result = models
-    assert result.precision == "bfloat16" and export.stored_precision(result.path) == "bfloat16"
+    assert result.precision == "bfloat16" and stored_precision(result.path) == "bfloat16"
     float32 = export.export(model, module_tmp_path / "export", mean_image=mean)
-    assert export.stored_precision(float32.path) == "float32"
+    assert stored_precision(float32.path) == "float32"
     assert result.signatures == float32.signatures  # same inputs, outputs, dtypes (probabilities float32)
     written = json.loads((result.path / "assets.extra" / precision.AGREEMENT_FILE).read_text())
     assert written["images"] == 4 and written["source"] == "warm-up images" and written["top1"] == result.agreement.top1
@@ -184,7 +194,7 @@ def test_auto_is_bfloat16_only_where_native_and_agreeing(models, faulty_bfloat16
     result = export.export(model, tmp_path, mean_image=mean, precision="auto",
                            agreement_images=(coloured_images(), None, "test images"))
     assert result.precision == "float32" and "disagrees" in result.precision_note
-    assert export.stored_precision(result.path) == "float32"
+    assert stored_precision(result.path) == "float32"
 
 
 def test_auto_is_bfloat16_on_a_native_cpu_when_it_agrees(models, tmp_path, monkeypatch):
