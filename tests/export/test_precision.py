@@ -185,23 +185,25 @@ def test_export_refuses_a_disagreeing_bfloat16_model_unless_forced(models, fault
     assert forced.precision == "bfloat16" and not forced.agreement.acceptable
 
 
-def test_auto_is_bfloat16_only_where_native_and_agreeing(models, faulty_bfloat16, tmp_path, monkeypatch):
+def test_auto_is_bfloat16_only_where_native_and_agreeing(models, faulty_bfloat16, monkeypatch):
+    # The choice itself, without writing exports (each SavedModel write keeps ~230 MB alive in this process,
+    # through Keras' ExportArchive): `export` publishes the network `_choose_precision` returns.
     model, mean, _ = models
     monkeypatch.setattr(execution, "native_bfloat16", lambda: False)
-    result = export.export(model, tmp_path, mean_image=mean, precision="auto")
-    assert result.precision == "float32" and result.agreement is None and "no native bfloat16" in result.precision_note
+    _, chosen, agreement, note = saved_model._choose_precision(model, mean, "auto", None, False)
+    assert chosen == "float32" and agreement is None and "no native bfloat16" in note
     monkeypatch.setattr(execution, "native_bfloat16", lambda: True)
-    result = export.export(model, tmp_path, mean_image=mean, precision="auto",
-                           agreement_images=(coloured_images(), None, "test images"))
-    assert result.precision == "float32" and "disagrees" in result.precision_note
-    assert stored_precision(result.path) == "float32"
+    network, chosen, agreement, note = saved_model._choose_precision(
+        model, mean, "auto", (coloured_images(), None, "test images"), False)
+    assert chosen == "float32" and "disagrees" in note and not agreement.acceptable
+    assert {w.dtype for w in network.weights} == {"float32"}
 
 
-def test_auto_is_bfloat16_on_a_native_cpu_when_it_agrees(models, tmp_path, monkeypatch):
+def test_auto_is_bfloat16_on_a_native_cpu_when_it_agrees(models, monkeypatch):
     model, mean, _ = models
     monkeypatch.setattr(execution, "native_bfloat16", lambda: True)
-    result = export.export(model, tmp_path, mean_image=mean, precision="auto")
-    assert result.precision == "bfloat16" and result.agreement.acceptable
+    network, chosen, agreement, _ = saved_model._choose_precision(model, mean, "auto", None, False)
+    assert chosen == "bfloat16" and agreement.acceptable and "bfloat16" in {w.dtype for w in network.weights}
 
 
 def test_the_export_command_compares_on_the_runs_validation_images(smoke_run, tmp_path):
