@@ -14,6 +14,7 @@ op types with their share of the op time. Prints a table and writes benchmarks/r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 
@@ -22,49 +23,46 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 from benchmarks import common  # noqa: E402
 
 
-def step_seconds(path, batch: int, steps: int) -> list[float]:
-    """Seconds of each timed step of `path` through `model.fit` (the path `alexnet-tf train` takes)."""
+@contextlib.contextmanager
+def compiled_model(path, batch: int):
+    """(model, data) for `path`: a 1000-class AlexNet compiled as `alexnet-tf train` compiles it, and a synthetic
+    batch repeated; the policy and Keras' state are reset afterwards."""
     import keras
     import tensorflow as tf
 
     from alexnet_tf import build_alexnet
-    from alexnet_tf.training.execution import fit_step_times
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(path.precision)
-    model = build_alexnet(1000, dtype=path.precision)
-    model.compile(jit_compile=path.xla)
-    images = tf.random.normal((batch, 224, 224, 3), stddev=50.0)
-    labels = tf.random.uniform((batch,), 0, 1000, tf.int64)
-    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    try:
+        model = build_alexnet(1000, dtype=path.precision)
+        model.compile(jit_compile=path.xla)
+        images = tf.random.normal((batch, 224, 224, 3), stddev=50.0)
+        labels = tf.random.uniform((batch,), 0, 1000, tf.int64)
+        yield model, tf.data.Dataset.from_tensors((images, labels)).repeat()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
+
+
+def step_seconds(path, batch: int, steps: int) -> list[float]:
+    """Seconds of each timed step of `path` through `model.fit` (the path `alexnet-tf train` takes)."""
+    from alexnet_tf.training.execution import fit_step_times
+
     warmup = 2
-    times = fit_step_times(model, data, steps, warmup)
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
-    return times[warmup:]
+    with compiled_model(path, batch) as (model, data):
+        return fit_step_times(model, data, steps, warmup)[warmup:]
 
 
 def op_breakdown(path, batch: int, steps: int = 3, count: int = 10) -> list[dict]:
     """The `count` op types `path`'s training step spends the most time in, per step, from a profiler trace."""
-    import keras
-    import tensorflow as tf
-
-    from alexnet_tf import build_alexnet
     from benchmarks import op_profile
 
-    keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_global_policy(path.precision)
-    model = build_alexnet(1000, dtype=path.precision)
-    model.compile(jit_compile=path.xla)
-    images = tf.random.normal((batch, 224, 224, 3), stddev=50.0)
-    labels = tf.random.uniform((batch,), 0, 1000, tf.int64)
-    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # traced, compiled and warm before the trace
-    with op_profile.trace() as trace:
-        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    with compiled_model(path, batch) as (model, data):
+        model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # traced, compiled and warm before the trace
+        with op_profile.trace() as trace:
+            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     trace.runs = steps
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
     return trace.top(count)
 
 
