@@ -208,7 +208,10 @@ def test_auto_is_bfloat16_on_a_native_cpu_when_it_agrees(models, monkeypatch):
 
 def test_the_export_command_compares_on_the_runs_validation_images(smoke_run, tmp_path):
     run_dir, _ = smoke_run
-    result = run_cli("export", str(run_dir), "--base-dir", str(tmp_path), "--precision", "bfloat16")
+    # forced: the smoke run is a few steps from random, so near-tied answers may flip on some CPU; what is checked
+    # here is where the images come from and what is printed and written
+    result = run_cli("export", str(run_dir), "--base-dir", str(tmp_path), "--precision", "bfloat16",
+                     "--force-precision")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "bfloat16 vs float32 on " in result.stdout and "'validation' images of" in result.stdout
     assert "top-1 error" in result.stdout and "exported version 1 (bfloat16)" in result.stdout
