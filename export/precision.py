@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.classifier.test_time import TestTime, inference_copy
+from alexnet_tf.classifier.test_time import TestTime
 from alexnet_tf.network.model import AlexNet
 
 PRECISIONS = ("float32", "bfloat16")
@@ -108,13 +108,6 @@ def compare(reference: AlexNet, candidate: AlexNet, mean_image: np.ndarray, pixe
                   "bfloat16_top1_error": float(np.mean(top5_16[:, 0] != labels))}
     return Agreement(len(pixels), source, float(np.mean(top5_32[:, 0] == top5_16[:, 0])), float(overlap),
                      float(np.max(np.abs(p32 - p16))), **errors)
-
-
-def bfloat16_agreement(model: AlexNet, mean_image: np.ndarray, pixels: np.ndarray,
-                       labels: np.ndarray | None = None, *, source: str = "images") -> tuple[AlexNet, Agreement]:
-    """The bfloat16 inference copy of `model` and its `Agreement` with the float32 copy."""
-    candidate = inference_copy(model, "bfloat16")
-    return candidate, compare(inference_copy(model), candidate, mean_image, pixels, labels, source=source)
 
 
 def check(agreement: Agreement, *, force: bool = False) -> None:
