@@ -26,7 +26,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     It is `lrn.local_response_normalization` (the formula with its gradient written out and, for beta =
     0.75, no `pow`), not TensorFlow's slow CPU kernels: the channel-window sums are one matmul with a band matrix,
     or, when `use_xla_form` is set (AlexNet sets it when compiled with `jit_compile=True`), shifted slices that XLA
-    fuses.
+    fuses. Training calls in a graph that is not XLA-compiled run it as two small XLA clusters
+    (`lrn.fused_local_response_normalization`), one forward and one backward.
 
     Args:
         depth_radius: half-width n/2 of the channel window; the window holds `2 * depth_radius + 1` channels.
@@ -36,6 +37,7 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     Call arguments:
         inputs: a 4-D tensor `(batch, height, width, channels)`.
+        training: in a traced training step, selects the fused form (the same numbers to float32 rounding).
 
     Example:
 
@@ -65,11 +67,12 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = float(beta)
         self.use_xla_form = False
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        constants = (self.depth_radius, self.bias, self.alpha, self.beta)
+        if training and not self.use_xla_form:
+            return tf.cast(lrn.fused_local_response_normalization(inputs, *constants), self.compute_dtype)
         window_sum = lrn.shifted_slices_sum if self.use_xla_form else lrn.band_matmul_sum
-        outputs = lrn.local_response_normalization(
-            tf.cast(inputs, "float32"), self.depth_radius, self.bias, self.alpha, self.beta, window_sum
-        )
+        outputs = lrn.local_response_normalization(tf.cast(inputs, "float32"), *constants, window_sum)
         return tf.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -93,9 +96,9 @@ class CrossTowerLocalResponseNormalization(LocalResponseNormalization):
         inputs: `[tower_a, tower_b]`, NHWC tensors of the same height and width.
     """
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         tower_a, tower_b = inputs
-        both = super().call(tf.concat([tower_a, tower_b], axis=-1))
+        both = super().call(tf.concat([tower_a, tower_b], axis=-1), training=training)
         return tf.split(both, [tower_a.shape[-1], tower_b.shape[-1]], axis=-1)
 
     def compute_output_shape(self, input_shape):

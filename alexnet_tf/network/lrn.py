@@ -11,10 +11,16 @@ takes one of two window sums, chosen for how the op will run:
 
 Both sum the same 2r+1 terms (five for the paper's r = 2), in a different order than TensorFlow's kernel:
 results agree with `tf.nn.local_response_normalization` to float32 rounding (a few ulps).
+
+A graph-mode *training* step takes a third form, `fused_local_response_normalization`: the same float32 formula as
+two small XLA clusters (forward, backward) inside the otherwise unfused graph, so that the ~20 elementwise passes
+over each conv1/conv2 activation (casts from and to bfloat16 included) become two. The convolutions stay on oneDNN;
+inference and exports keep the plain graph ops (TF Serving runs no XLA by default).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -82,6 +88,55 @@ def local_response_normalization(
         def grad(upstream):
             spread = window_sum(upstream * b / d, depth_radius)
             return upstream * scale - (2.0 * alpha * beta) * a * spread
+
+        return b, grad
+
+    return lrn(a)
+
+
+@functools.cache
+def _fused_clusters(depth_radius: int, bias: float, alpha: float, beta: float):
+    """The XLA-compiled forward and backward of `fused_local_response_normalization` for one set of constants."""
+
+    @tf.function(jit_compile=True)
+    def forward(a):
+        a32 = tf.cast(a, tf.float32)
+        d = bias + alpha * shifted_slices_sum(a32 * a32, depth_radius)
+        scale = negative_power(d, beta)
+        b = a32 * scale
+        return tf.cast(b, a.dtype), scale, b / d  # b / d: what the backward pass's window sum reads
+
+    @tf.function(jit_compile=True)
+    def backward(a, upstream, scale, b_over_d):
+        g = tf.cast(upstream, tf.float32)
+        spread = shifted_slices_sum(g * b_over_d, depth_radius)
+        return tf.cast(g * scale - (2.0 * alpha * beta) * tf.cast(a, tf.float32) * spread, a.dtype)
+
+    return forward, backward
+
+
+def fused_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: float, alpha: float,
+                                       beta: float) -> tf.Tensor:
+    """`local_response_normalization` of an NHWC tensor in any float dtype, computed in float32 and returned in
+    `a`'s dtype, as one XLA cluster forward and one backward (the same formula and gradient; the backward reads
+    the forward's float32 `d^-beta` and `b / d` instead of recomputing the nested window sums).
+
+    For training steps that are not XLA-compiled as a whole: the casts and elementwise passes, about 40% of a
+    mixed_bfloat16 step's op time on an AMX Xeon, fuse into the two clusters.
+    """
+    forward, backward = _fused_clusters(int(depth_radius), float(bias), float(alpha), float(beta))
+
+    @tf.custom_gradient
+    def lrn(a):
+        b, scale, b_over_d = forward(a)
+
+        def grad(upstream):
+            if tf.executing_eagerly():
+                return backward(a, upstream, scale, b_over_d)
+            # The tape calls this outside the layer's name scope; back in it, AlexNet's gradient placement (by
+            # scope) puts the backward cluster on the tower's device, as it does the other gradient ops.
+            with tf.name_scope(b.op.name.rpartition("/")[0] + "/"):
+                return backward(a, upstream, scale, b_over_d)
 
         return b, grad
 

@@ -7,15 +7,16 @@ from alexnet_tf import LocalResponseNormalization
 from tests.helpers import check_layer
 
 
-def training_call_and_gradient(layer, x: np.ndarray, upstream: np.ndarray | None = None, *, jit: bool = True):
-    """The layer's training-mode output and d(sum(upstream * output))/dx (upstream defaults to ones)."""
+def training_call_and_gradient(layer, x: np.ndarray, upstream: np.ndarray | None = None, *, jit: bool = True,
+                               training: bool = True):
+    """The layer's output (training mode by default) and d(sum(upstream * output))/dx (upstream defaults to ones)."""
     import tensorflow as tf
 
     @tf.function(jit_compile=jit)
     def run(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x, training=True)
+            y = layer(x, training=training)
             loss = tf.reduce_sum(y if upstream is None else y * upstream)
         return y, tape.gradient(loss, x)
 
@@ -91,24 +92,69 @@ def numpy_lrn_gradient(a: np.ndarray, upstream: np.ndarray, eps: float = 1e-3, *
     return grad
 
 
-@pytest.mark.parametrize("use_xla_form, jit", [(False, False), (True, True)], ids=["band-matmul-graph", "slices-xla"])
+LRN_FORMS = {  # name: (use_xla_form, jit, training)
+    "band-matmul-graph": (False, False, False),  # inference and exports
+    "fused-clusters-graph": (False, False, True),  # training steps without XLA: two XLA clusters
+    "slices-xla": (True, True, True),  # training steps compiled with XLA
+}
+
+
+@pytest.mark.parametrize("form", LRN_FORMS)
 @pytest.mark.parametrize("kwargs, numpy_kwargs", [
     ({}, {}),  # the paper's constants: beta = 0.75 takes the rsqrt path
     ({"bias": 1.0, "alpha": 2e-5}, {"k": 1.0, "alpha": 2e-5}),
     ({"depth_radius": 1, "beta": 0.5}, {"n": 3, "beta": 0.5}),  # rsqrt alone
     ({"beta": 0.6}, {"beta": 0.6}),  # pow
 ])
-def test_both_forms_of_lrn_and_their_gradients_match_numpy(kwargs, numpy_kwargs, use_xla_form, jit):
-    """The graph form (band-matrix matmul) and the XLA form (shifted slices) against the formula and its
-    numerical derivative; 7 channels, so every window that the channel edges cut short is checked."""
+def test_every_form_of_lrn_and_its_gradient_match_numpy(kwargs, numpy_kwargs, form):
+    """The graph form (band-matrix matmul), the fused training form and the XLA form (shifted slices) against the
+    formula and its numerical derivative; 7 channels, so every window that the channel edges cut short is checked."""
+    use_xla_form, jit, training = LRN_FORMS[form]
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 200, size=(1, 2, 2, 7)).astype("float32")  # large enough that alpha * sum matters
     upstream = rng.normal(size=x.shape).astype("float32")
     layer = LocalResponseNormalization(**kwargs)
     layer.use_xla_form = use_xla_form
-    y, grad = training_call_and_gradient(layer, x, upstream, jit=jit)
+    y, grad = training_call_and_gradient(layer, x, upstream, jit=jit, training=training)
     np.testing.assert_allclose(y, numpy_lrn(x, **numpy_kwargs), rtol=1e-5)
     np.testing.assert_allclose(grad, numpy_lrn_gradient(x, upstream, **numpy_kwargs), rtol=1e-3, atol=1e-6)
+
+
+def test_fused_form_under_mixed_bfloat16_is_the_float32_formula_rounded_once():
+    """bfloat16 in and out, float32 inside: the fused training form and the graph form (cast to float32, compute,
+    cast back) differ only by float32 rounding before the last rounding to bfloat16, so by at most one bfloat16 ulp
+    (2**-7 relative) of the output; the gradient also by float32 rounding of its two terms before they cancel."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    x = tf.cast(rng.uniform(0, 200, size=(2, 3, 3, 48)).astype("float32"), tf.bfloat16)
+    upstream = tf.cast(rng.normal(size=x.shape).astype("float32"), tf.bfloat16)
+    layer = LocalResponseNormalization(dtype="mixed_bfloat16")
+    results = {}
+    for training in (False, True):
+        @tf.function
+        def run(x, training=training):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=training)
+            return y, tape.gradient(y, x, output_gradients=upstream)
+
+        y, grad = run(x)
+        assert y.dtype == grad.dtype == tf.bfloat16
+        results[training] = (np.asarray(tf.cast(y, tf.float32)), np.asarray(tf.cast(grad, tf.float32)))
+    (y_graph, grad_graph), (y_fused, grad_fused) = results[False], results[True]
+    ulp = 2.0 ** -7
+    np.testing.assert_array_less(np.abs(y_fused - y_graph), ulp * np.abs(y_graph) + 1e-30)
+    a, g = np.asarray(tf.cast(x, tf.float32)), np.asarray(tf.cast(upstream, tf.float32))
+    scale = (2.0 + 1e-4 * numpy_window_sum(a * a)) ** -0.75
+    terms = np.abs(g * scale) + 1.5e-4 * np.abs(a * numpy_window_sum(np.abs(g * a * scale ** (7 / 3))))
+    np.testing.assert_array_less(np.abs(grad_fused - grad_graph), ulp * np.abs(grad_graph) + 1e-5 * terms)
+
+
+def numpy_window_sum(x: np.ndarray, radius: int = 2) -> np.ndarray:
+    """sum over the channel window |i - j| <= radius, zero beyond the edges."""
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(radius, radius)])
+    return sum(padded[..., shift : shift + x.shape[-1]] for shift in range(2 * radius + 1))
 
 
 def test_band_matrix_sums_each_channel_window():
