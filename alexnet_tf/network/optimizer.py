@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+
+@tf.function(jit_compile=True)
+def _fused_update(variable, velocity, gradient, learning_rate, momentum, decay):
+    """One variable's update as one XLA cluster, in place: one pass over w, v and g instead of seven (the separate
+    Mul/Add/Sub/Assign ops read and wrote 61M float32s each: 1.06x the training step on a 2-core AMX Xeon).
+    `variable` and `velocity` are resource handles (tensors), so no trace holds on to a variable object."""
+    weights = tf.raw_ops.ReadVariableOp(resource=variable, dtype=gradient.dtype)
+    step = gradient * learning_rate
+    if decay:
+        step = step + weights * (learning_rate * decay)
+    new_velocity = tf.raw_ops.ReadVariableOp(resource=velocity, dtype=gradient.dtype) * momentum - step
+    tf.raw_ops.AssignVariableOp(resource=velocity, value=new_velocity)
+    tf.raw_ops.AssignAddVariableOp(resource=variable, value=new_velocity)
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -18,6 +33,9 @@ class PaperSGD(keras.optimizers.Optimizer):
     The decay acts on kernels only (variables of rank >= 2); biases are not decayed, as in Krizhevsky's
     cuda-convnet configuration. This is *not* Keras' `SGD(weight_decay=...)`, which decays every variable
     (biases included) outside the momentum, decoupled from the gradient.
+
+    With the TensorFlow backend and one replica, each variable's update runs as one XLA cluster (one pass over the
+    weights, velocity and gradient); under a distribution strategy, as the separate ops. Both compute the above.
 
     Args:
         learning_rate: a float or a `LearningRateSchedule` (paper: 0.01, divided by 10 on plateaus).
@@ -66,8 +84,13 @@ class PaperSGD(keras.optimizers.Optimizer):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         velocity = self.velocities[self._get_variable_index(variable)]
+        decay = self.coupled_weight_decay if self.decays(variable) else 0.0
+        if isinstance(variable, tf.Variable) and not tf.distribute.has_strategy():
+            # The same arithmetic, fused (TensorFlow backend, one replica; replicas take the ops below).
+            _fused_update(variable.handle, velocity.value.handle, gradient, learning_rate, self.momentum, decay)
+            return
         step = ops.multiply(gradient, learning_rate)
-        if self.coupled_weight_decay and self.decays(variable):
+        if decay:
             step = ops.add(step, ops.multiply(variable, ops.multiply(learning_rate, self.coupled_weight_decay)))
         self.assign(velocity, ops.subtract(ops.multiply(velocity, self.momentum), step))
         self.assign_add(variable, velocity)

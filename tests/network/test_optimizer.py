@@ -21,19 +21,32 @@ def numpy_paper_steps(w, grads, lr, momentum, decay):
     return trajectory
 
 
-def test_three_steps_match_the_paper_for_a_kernel_and_a_bias():
+@pytest.mark.parametrize("strategy", [None, "one-device"], ids=["fused", "under-a-strategy"])
+def test_three_steps_match_the_paper_for_a_kernel_and_a_bias(strategy):
+    """Both forms of the update: one XLA cluster per variable (no strategy) and the separate ops (replicas)."""
+    import contextlib
+
+    import tensorflow as tf
+
+    distribution = tf.distribute.OneDeviceStrategy("/cpu:0") if strategy else None
+    scope = distribution.scope() if distribution else contextlib.nullcontext()
     rng = np.random.default_rng(0)
     kernel0 = rng.normal(size=(3, 2)).astype("float32")
     bias0 = rng.normal(size=(2,)).astype("float32")
-    kernel, bias = keras.Variable(kernel0), keras.Variable(bias0)
     grads = [(rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(2,)).astype("float32")) for _ in range(3)]
-    optimizer = PaperSGD(learning_rate=0.1, momentum=0.9, weight_decay=0.05)  # large decay: visible in 3 steps
     expected_kernel = numpy_paper_steps(kernel0, [g for g, _ in grads], 0.1, 0.9, 0.05)
     expected_bias = numpy_paper_steps(bias0, [g for _, g in grads], 0.1, 0.9, 0.0)  # biases are not decayed
-    for step, (g_kernel, g_bias) in enumerate(grads):
-        optimizer.apply([g_kernel, g_bias], [kernel, bias])
-        np.testing.assert_allclose(kernel.numpy(), expected_kernel[step], rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(bias.numpy(), expected_bias[step], rtol=1e-6, atol=1e-6)
+    with scope:
+        kernel, bias = keras.Variable(kernel0), keras.Variable(bias0)
+        optimizer = PaperSGD(learning_rate=0.1, momentum=0.9, weight_decay=0.05)  # large decay: visible in 3 steps
+        for step, (g_kernel, g_bias) in enumerate(grads):
+            step_grads = [tf.constant(g_kernel), tf.constant(g_bias)]
+            if distribution:
+                distribution.run(optimizer.apply, args=(step_grads, [kernel, bias]))
+            else:
+                optimizer.apply(step_grads, [kernel, bias])
+            np.testing.assert_allclose(kernel.numpy(), expected_kernel[step], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(bias.numpy(), expected_bias[step], rtol=1e-6, atol=1e-6)
     # Not Keras' decoupled SGD(weight_decay=...), which would also shrink the bias.
     keras_bias = keras.Variable(bias0)
     keras_sgd = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.05)
