@@ -5,7 +5,8 @@
     rows = trace.top(10)   # [{"op": "Conv2DBackpropFilter", "ms_per_run": ..., "share": 0.31}, ...]
 
 Reads the XSpace the profiler writes (TensorFlow's own `xplane.pb`): every TraceMe event named "name:Type" on the
-host's threads is one op's kernel; their durations are summed by op type. Shares are of the summed op time (the two
+host's threads is one op's kernel, every "..._fusion" event one kernel of an XLA cluster; their durations are
+summed by op type (fusion kind). Shares are of the summed op time (the two
 cores' threads add up, so a share says where the CPU went, not the wall time).
 """
 
@@ -18,6 +19,8 @@ import re
 import tempfile
 
 OP_EVENT = re.compile(r"^[^:]+:(_?[A-Z][A-Za-z0-9_]*)$")
+XLA_EVENT = re.compile(r"^([a-z][a-z0-9_]*_fusion|wrapped_[a-z0-9_]+)(\.\d+)?$")
+"""A kernel of an XLA cluster inside a graph ("multiply_pad_fusion"): counted under "XLA: <kind>"."""
 
 
 class Trace:
@@ -37,9 +40,12 @@ class Trace:
                 names = {key: meta.name for key, meta in plane.event_metadata.items()}
                 for line in plane.lines:
                     for event in line.events:
-                        match = OP_EVENT.match(names.get(event.metadata_id, ""))
+                        name = names.get(event.metadata_id, "")
+                        match = OP_EVENT.match(name)
                         if match:
                             self.totals[match[1]] += event.duration_ps
+                        elif match := XLA_EVENT.match(name):
+                            self.totals[f"XLA: {match[1]}"] += event.duration_ps
 
     def top(self, count: int = 10) -> list[dict]:
         """The `count` op types with the most time: milliseconds per run (`runs` set by the caller) and share."""
