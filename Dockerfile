@@ -13,7 +13,7 @@ FROM tensorflow/serving:${TF_SERVING_VERSION}${VARIANT}
 ARG EXPORT_DIR=export/alexnet
 ENV MODEL_NAME=alexnet
 COPY ${EXPORT_DIR} /models/alexnet
-COPY serving/batching.config serving/monitoring.config serving/models.config /config/
+COPY serving/batching.config serving/batching_bfloat16.config serving/monitoring.config serving/models.config /config/
 
 EXPOSE 8500 8501
 

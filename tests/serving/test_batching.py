@@ -15,11 +15,12 @@ from serving.batching import Batcher, BatchingFailure, BatchingParameters
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_the_shipped_batching_config_parses_as_tf_serving_reads_it():
-    parameters = BatchingParameters.read(ROOT / "serving" / "batching.config")
+@pytest.mark.parametrize("name, batch_size", [("batching.config", 8), ("batching_bfloat16.config", 16)])
+def test_the_shipped_batching_configs_parse_as_tf_serving_reads_them(name, batch_size):
+    parameters = BatchingParameters.read(ROOT / "serving" / name)
     assert (parameters.max_batch_size, parameters.batch_timeout_micros, parameters.max_enqueued_batches,
             parameters.num_batch_threads) == (64, 10000, 64, 2)
-    assert parameters.enable_large_batch_splitting and parameters.batch_size == 8
+    assert parameters.enable_large_batch_splitting and parameters.batch_size == batch_size
     assert parameters.allowed_batch_sizes == ()  # no padding on a CPU (see the file's comments)
 
 

@@ -98,8 +98,9 @@ _REPEATED_INT = {"allowed_batch_sizes"}
 _WRAPPED_BOOL = {"pad_variable_length_inputs", "enable_large_batch_splitting"}
 
 
-def test_batching_config_fields_have_the_right_names_and_types():
-    text = (ROOT / "serving" / "batching.config").read_text()
+@pytest.mark.parametrize("name", ["batching.config", "batching_bfloat16.config"])
+def test_batching_config_fields_have_the_right_names_and_types(name):
+    text = (ROOT / "serving" / name).read_text()
     seen = set()
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
