@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["alexnet_tf", "alexnet_tf.*", "export", "export.*", "serving", "serving.*"]),
-    package_data={"serving": ["*.config"]},
+    package_data={"serving": ["*.config"], "alexnet_tf.network": ["kernels/*.cc", "kernels/*.h"]},
     install_requires=[
         # The full tensorflow package: tensorflow-serving-api depends on it, never also tensorflow-cpu.
         "tensorflow>=2.21,<2.22",

@@ -26,8 +26,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     It is `lrn.local_response_normalization` (the formula with its gradient written out and, for beta =
     0.75, no `pow`), not TensorFlow's slow CPU kernels: the channel-window sums are one matmul with a band matrix,
     or, when `use_xla_form` is set (AlexNet sets it when compiled with `jit_compile=True`), shifted slices that XLA
-    fuses. Training calls in a graph that is not XLA-compiled run it as two small XLA clusters
-    (`lrn.fused_local_response_normalization`), one forward and one backward.
+    fuses. Training calls in a graph that is not XLA-compiled run it as one native C++ op each way
+    (`lrn.native_local_response_normalization`), or, where those cannot be built, as two small XLA clusters
+    (`lrn.fused_local_response_normalization`).
 
     Args:
         depth_radius: half-width n/2 of the channel window; the window holds `2 * depth_radius + 1` channels.
@@ -70,7 +71,7 @@ class LocalResponseNormalization(keras.layers.Layer):
     def call(self, inputs, training=None):
         constants = (self.depth_radius, self.bias, self.alpha, self.beta)
         if training and not self.use_xla_form:
-            return tf.cast(lrn.fused_local_response_normalization(inputs, *constants), self.compute_dtype)
+            return tf.cast(lrn.training_local_response_normalization(inputs, *constants), self.compute_dtype)
         window_sum = lrn.shifted_slices_sum if self.use_xla_form else lrn.band_matmul_sum
         outputs = lrn.local_response_normalization(tf.cast(inputs, "float32"), *constants, window_sum)
         return tf.cast(outputs, self.compute_dtype)

@@ -14,8 +14,10 @@ results agree with `tf.nn.local_response_normalization` to float32 rounding (a f
 
 A graph-mode *training* step takes a third form, `fused_local_response_normalization`: the same float32 formula as
 two small XLA clusters (forward, backward) inside the otherwise unfused graph, so that the ~20 elementwise passes
-over each conv1/conv2 activation (casts from and to bfloat16 included) become two. The convolutions stay on oneDNN;
-inference and exports keep the plain graph ops (TF Serving runs no XLA by default).
+over each conv1/conv2 activation (casts from and to bfloat16 included) become two. Where the native kernels build
+(`native.py`), `native_local_response_normalization` does the same with one C++ pass each way, faster still. The
+convolutions stay on oneDNN; inference and exports keep the plain graph ops (TF Serving runs no XLA and loads no
+custom ops).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+
+from alexnet_tf.network import native
 
 WindowSum = Callable[[tf.Tensor, int], tf.Tensor]
 
@@ -141,3 +145,33 @@ def fused_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: fl
         return b, grad
 
     return lrn(a)
+
+
+def native_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: float, alpha: float,
+                                        beta: float) -> tf.Tensor:
+    """`fused_local_response_normalization` as the native ops `AlexnetLrn` / `AlexnetLrnGrad` (float32 or
+    bfloat16 tensors, float32 arithmetic, the same window-sum order); the backward recomputes d from `a`, so
+    nothing but `a` is kept between the passes. Needs `native.lrn_ops()`."""
+    ops = native.lrn_ops()
+    constants = dict(depth_radius=int(depth_radius), bias=float(bias), alpha=float(alpha), beta=float(beta))
+
+    @tf.custom_gradient
+    def lrn(a):
+        b = ops.alexnet_lrn(a, **constants)
+
+        def grad(upstream):
+            if tf.executing_eagerly():
+                return ops.alexnet_lrn_grad(a, upstream, **constants)
+            with tf.name_scope(b.op.name.rpartition("/")[0] + "/"):  # as in the fused form: the tower's device
+                return ops.alexnet_lrn_grad(a, upstream, **constants)
+
+        return b, grad
+
+    return lrn(a)
+
+
+def training_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: float, alpha: float,
+                                          beta: float) -> tf.Tensor:
+    """The fastest form for a training step that is not XLA-compiled: native where it builds, else fused XLA."""
+    form = native_local_response_normalization if native.lrn_ops() else fused_local_response_normalization
+    return form(a, depth_radius, bias, alpha, beta)

@@ -92,11 +92,39 @@ def numpy_lrn_gradient(a: np.ndarray, upstream: np.ndarray, eps: float = 1e-3, *
     return grad
 
 
-LRN_FORMS = {  # name: (use_xla_form, jit, training)
-    "band-matmul-graph": (False, False, False),  # inference and exports
-    "fused-clusters-graph": (False, False, True),  # training steps without XLA: two XLA clusters
-    "slices-xla": (True, True, True),  # training steps compiled with XLA
+LRN_FORMS = {  # name: (use_xla_form, jit, training, native)
+    "band-matmul-graph": (False, False, False, True),  # inference and exports
+    "native-op-graph": (False, False, True, True),  # training steps without XLA: one C++ op each way
+    "fused-clusters-graph": (False, False, True, False),  # the same where the native op cannot be built
+    "slices-xla": (True, True, True, True),  # training steps compiled with XLA
 }
+
+
+@pytest.fixture
+def lrn_form(monkeypatch):
+    """Selects a form by name: the native ops required (built here), or switched off for the fused form."""
+    from alexnet_tf.network import native
+
+    def select(form: str):
+        use_xla_form, jit, training, use_native = LRN_FORMS[form]
+        if not use_native:
+            monkeypatch.setattr(native, "lrn_ops", lambda: None)
+        elif form == "native-op-graph":
+            require_native_ops()
+        return use_xla_form, jit, training
+
+    return select
+
+
+def require_native_ops():
+    """The native kernels must build on every test machine (g++ is part of the set-up), unless switched off."""
+    import os
+
+    from alexnet_tf.network import native
+
+    if os.environ.get("ALEXNET_TF_NATIVE_OPS") == "0":
+        pytest.skip("ALEXNET_TF_NATIVE_OPS=0: the native LRN kernels are switched off")
+    assert native.lrn_ops() is not None, "the native LRN kernels did not build (see the warning logged)"
 
 
 @pytest.mark.parametrize("form", LRN_FORMS)
@@ -106,10 +134,11 @@ LRN_FORMS = {  # name: (use_xla_form, jit, training)
     ({"depth_radius": 1, "beta": 0.5}, {"n": 3, "beta": 0.5}),  # rsqrt alone
     ({"beta": 0.6}, {"beta": 0.6}),  # pow
 ])
-def test_every_form_of_lrn_and_its_gradient_match_numpy(kwargs, numpy_kwargs, form):
-    """The graph form (band-matrix matmul), the fused training form and the XLA form (shifted slices) against the
-    formula and its numerical derivative; 7 channels, so every window that the channel edges cut short is checked."""
-    use_xla_form, jit, training = LRN_FORMS[form]
+def test_every_form_of_lrn_and_its_gradient_match_numpy(kwargs, numpy_kwargs, form, lrn_form):
+    """The graph form (band-matrix matmul), the native and fused training forms and the XLA form (shifted slices)
+    against the formula and its numerical derivative; 7 channels, so every window the channel edges cut short is
+    checked."""
+    use_xla_form, jit, training = lrn_form(form)
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 200, size=(1, 2, 2, 7)).astype("float32")  # large enough that alpha * sum matters
     upstream = rng.normal(size=x.shape).astype("float32")
@@ -120,12 +149,14 @@ def test_every_form_of_lrn_and_its_gradient_match_numpy(kwargs, numpy_kwargs, fo
     np.testing.assert_allclose(grad, numpy_lrn_gradient(x, upstream, **numpy_kwargs), rtol=1e-3, atol=1e-6)
 
 
-def test_fused_form_under_mixed_bfloat16_is_the_float32_formula_rounded_once():
-    """bfloat16 in and out, float32 inside: the fused training form and the graph form (cast to float32, compute,
+@pytest.mark.parametrize("form", ["native-op-graph", "fused-clusters-graph"])
+def test_training_forms_under_mixed_bfloat16_are_the_float32_formula_rounded_once(form, lrn_form):
+    """bfloat16 in and out, float32 inside: each training form and the graph form (cast to float32, compute,
     cast back) differ only by float32 rounding before the last rounding to bfloat16, so by at most one bfloat16 ulp
     (2**-7 relative) of the output; the gradient also by float32 rounding of its two terms before they cancel."""
     import tensorflow as tf
 
+    lrn_form(form)
     rng = np.random.default_rng(5)
     x = tf.cast(rng.uniform(0, 200, size=(2, 3, 3, 48)).astype("float32"), tf.bfloat16)
     upstream = tf.cast(rng.normal(size=x.shape).astype("float32"), tf.bfloat16)

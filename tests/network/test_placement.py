@@ -51,10 +51,11 @@ def test_each_tower_runs_on_its_device_inside_a_traced_train_step():
     # Each tower's forward ops run on the tower's device, conv3 included (it reads both towers, runs on its own).
     for layer, device in (("conv1_a", dev_a), ("conv2_b", dev_b), ("conv3_a", dev_a), ("conv5_b", dev_b)):
         assert devices_of(layer, "Conv2D") == {device}, layer
-    assert devices_of("conv2_a_lrn", "PartitionedCall") == {dev_a}  # its fused form (an XLA cluster)
-    # ... and its backward cluster, called by the tape outside the layer's scope, on the same device.
-    calls = {device for name, kind, device in ops if kind == "PartitionedCall"}
-    assert calls == {dev_a, dev_b}
+    # The LRN of a training step (the native op) on its tower's device, and its gradient op, which the tape
+    # creates outside the layer's scope, on the same device.
+    assert devices_of("conv2_a_lrn", "AlexnetLrn") == {dev_a}
+    assert devices_of("conv2_a_lrn", "AlexnetLrnGrad") == {dev_a}
+    assert devices_of("conv1_b_lrn", "AlexnetLrnGrad") == {dev_b}
     assert devices_of("fc6_b", "MatMul") >= {dev_b}
     # Gradient ops are colocated with the forward ops they differentiate.
     backprop = {device for name, kind, device in ops if kind == "Conv2DBackpropFilter" and "conv2_b" in name}
