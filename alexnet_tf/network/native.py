@@ -87,6 +87,7 @@ def build(directory: pathlib.Path) -> pathlib.Path:
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
+    log.info("alexnet-tf: compiling the native LRN kernels for this CPU into %s (once, about 10 s)", library.parent)
     with tempfile.TemporaryDirectory(dir=library.parent, prefix=".build-") as scratch:
         rows = pathlib.Path(scratch) / "lrn_rows.o"
         _run([compiler, "-c", "-fPIC", *ROWS_FLAGS, str(KERNELS / "lrn_rows.cc"), "-o", str(rows)],
