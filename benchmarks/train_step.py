@@ -6,9 +6,10 @@ every execution path (float32 / mixed_bfloat16 x XLA / graph), against the bound
 Marks the path `alexnet-tf train --precision auto --jit auto` picks here (`alexnet_tf.training.execution.pick` over the
 candidates this hardware offers natively; the bfloat16 rows of a CPU without avx512_bf16/AMX are measured but are no
 candidates), then profiles that path (TensorFlow's profiler, `benchmarks/op_profile.py`) and prints its ten costliest
-op types with their share of the op time. Prints a table and writes benchmarks/results/train_step.json. Targets
-(DESIGN.md section 8): the default >= 0.95 x the fastest candidate; >= 0.80 of the fp32 bound on AVX2-only CPUs;
->= 0.70 of the bf16 bound with native bf16.
+op types with their share of the op time. Where the native LRN kernels build, the graph paths are also measured with
+the XLA-cluster LRN they replace (row "lrn": "xla-clusters"), interleaved with the rest. Prints a table and writes
+benchmarks/results/train_step.json. Targets (DESIGN.md section 8): the default >= 0.95 x the fastest candidate;
+>= 0.80 of the fp32 bound on AVX2-only CPUs; >= 0.70 of the bf16 bound with native bf16.
 """
 
 from __future__ import annotations
@@ -45,12 +46,28 @@ def compiled_model(path, batch: int):
         keras.backend.clear_session()
 
 
-def step_seconds(path, batch: int, steps: int) -> list[float]:
+@contextlib.contextmanager
+def lrn_form(form: str):
+    """Training steps built inside take `form` ("native" or "xla-clusters") for LRN in graph mode."""
+    from alexnet_tf.network import native
+
+    if form == "native":
+        yield
+        return
+    lrn_ops = native.lrn_ops
+    native.lrn_ops = lambda: None
+    try:
+        yield
+    finally:
+        native.lrn_ops = lrn_ops
+
+
+def step_seconds(path, batch: int, steps: int, lrn: str = "native") -> list[float]:
     """Seconds of each timed step of `path` through `model.fit` (the path `alexnet-tf train` takes)."""
     from alexnet_tf.training.execution import fit_step_times
 
     warmup = 2
-    with compiled_model(path, batch) as (model, data):
+    with lrn_form(lrn), compiled_model(path, batch) as (model, data):
         return fit_step_times(model, data, steps, warmup)[warmup:]
 
 
@@ -75,6 +92,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from alexnet_tf import build_alexnet
+    from alexnet_tf.network import native as native_ops
     from alexnet_tf.training import execution
 
     peaks = {"float32": common.matmul_peak_gflops("float32"), "bfloat16": common.matmul_peak_gflops("bfloat16")}
@@ -82,29 +100,37 @@ def main() -> None:
     bounds = {name: peak / gflop for name, peak in peaks.items()}
     native = execution.native_mixed_precisions()
     paths = execution.candidates("auto", "auto", mixed=("mixed_bfloat16",))
+    lrn = "native" if native_ops.lrn_ops() is not None else "xla-clusters"
+    compared = [path for path in paths if not path.xla and lrn == "native"]  # also run with the LRN they replaced
     times: dict = {path: [] for path in paths}
+    before: dict = {path: [] for path in compared}
     for _ in range(args.repeats):  # interleaved, so a slow spell of a shared machine hits every path alike
         for path in paths:
             times[path] += step_seconds(path, args.batch, args.steps)
+            if path in before:
+                before[path] += step_seconds(path, args.batch, args.steps, lrn="xla-clusters")
     seconds = {path: statistics.median(t) for path, t in times.items()}
     considered = {p: s for p, s in seconds.items() if p.precision == "float32" or p.precision in native}
     default = execution.pick(considered)
     fastest = min(considered, key=considered.get)
 
     rows = []
-    for path in paths:
-        rate = args.batch / seconds[path]
+    measured = [(path, seconds[path], "xla" if path.xla else lrn) for path in paths]
+    measured += [(path, statistics.median(t), "xla-clusters") for path, t in before.items()]
+    for path, step, form in measured:
+        rate = args.batch / step
         bound = bounds["bfloat16" if "bfloat16" in path.precision else "float32"]
-        rows.append({"precision": path.precision, "xla": path.xla, "images_per_s": round(rate, 2),
-                     "step_s": round(seconds[path], 3), "candidate": path in considered,
-                     "default": path == default, "fraction_of_fp32_bound": round(rate / bounds["float32"], 3),
+        rows.append({"precision": path.precision, "xla": path.xla, "lrn": form, "images_per_s": round(rate, 2),
+                     "step_s": round(step, 3), "candidate": path in considered and form in (lrn, "xla"),
+                     "default": path == default and form == lrn,
+                     "fraction_of_fp32_bound": round(rate / bounds["float32"], 3),
                      "fraction_of_own_bound": round(rate / bound, 3)})
     print(f"CPU: {execution.cpu_model()}, {common.machine()['cores']} cores, flags: "
           f"{' '.join(common.machine()['flags']) or '-'}")
     print(f"training GFLOP per image: {gflop:.3f}; matmul peak fp32 {peaks['float32']:.1f} GFLOP/s, bf16 "
           f"{peaks['bfloat16']:.1f} GFLOP/s; fp32 bound {bounds['float32']:.1f} img/s, bf16 bound "
           f"{bounds['bfloat16']:.1f} img/s" + ("" if native else " (no native bf16 here: emulated)"))
-    common.print_table(rows, ["precision", "xla", "images_per_s", "step_s", "candidate", "default",
+    common.print_table(rows, ["precision", "xla", "lrn", "images_per_s", "step_s", "candidate", "default",
                               "fraction_of_fp32_bound", "fraction_of_own_bound"])
     ratio = seconds[fastest] / seconds[default]
     print(f"default ({default.label}) = {ratio:.3f} x the fastest candidate ({fastest.label}); target >= 0.95")

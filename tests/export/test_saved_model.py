@@ -138,13 +138,16 @@ def test_every_weight_is_stored_once(exported):
     assert sum(counts) == model.count_params()
 
 
-def test_no_device_annotations(exported):
+def test_no_device_annotations_and_only_stock_ops(exported):
+    """TF Serving places the graph itself and loads no custom ops: the training step's native LRN must not leak."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     _, _, result, _ = exported
     proto = saved_model_pb2.SavedModel.FromString((result.path / "saved_model.pb").read_bytes())
     graph = proto.meta_graphs[0].graph_def
     assert not any("GPU" in node.device for node in graph.node)
+    op_types = {node.op for node in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert not {op for op in op_types if op.startswith("Alexnet")}
     for function in graph.library.function:
         devices = {node.device for node in function.node_def}
         assert not any("GPU" in d for d in devices), function.signature.name
