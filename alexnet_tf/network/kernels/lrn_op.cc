@@ -31,73 +31,50 @@ template <typename T> const BitsOf<T>* Data(const Tensor& t) {
 }
 template <typename T> BitsOf<T>* Data(Tensor* t) { return reinterpret_cast<BitsOf<T>*>(t->flat<T>().data()); }
 
-class LrnKernel : public OpKernel {
+// AlexnetLrn (kGradient false: b from a) and AlexnetLrnGrad (true: da from a and the upstream gradient).
+template <typename T, bool kGradient>
+class LrnOp : public OpKernel {
  public:
-  explicit LrnKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit LrnOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("depth_radius", &k_.radius));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bias", &k_.bias));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &k_.alpha));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("beta", &k_.beta));
   }
 
- protected:
-  // Allocates the output like `a`; runs work(first_row, row_count) on shards of a's rows. False if nothing to do.
-  template <typename Work>
-  bool Run(OpKernelContext* ctx, const Tensor& a, Tensor** out, int64_t cost_per_element, Work work) {
-    if (a.dims() < 1) {
-      ctx->CtxFailure(__FILE__, __LINE__, tensorflow::errors::InvalidArgument("LRN needs a channel axis, got a scalar"));
-      return false;
-    }
-    auto status = ctx->allocate_output(0, a.shape(), out);
-    if (!status.ok()) { ctx->CtxFailure(__FILE__, __LINE__, status); return false; }
-    const int64_t channels = a.dim_size(a.dims() - 1);
-    if (a.NumElements() == 0) return true;
-    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-    tensorflow::Shard(threads->num_threads, threads->workers, a.NumElements() / channels,
-                      cost_per_element * channels, [&](int64_t begin, int64_t end) { work(begin, end - begin); });
-    return true;
-  }
-  alexnet_lrn::Constants k_{};
-};
-
-template <typename T>
-class LrnOp : public LrnKernel {
- public:
-  using LrnKernel::LrnKernel;
   void Compute(OpKernelContext* ctx) override {
     const Tensor& a = ctx->input(0);
-    Tensor* b = nullptr;
-    const int channels = a.dims() ? a.dim_size(a.dims() - 1) : 0;
-    Run(ctx, a, &b, 10, [&](int64_t first, int64_t rows) {
-      alexnet_lrn::Forward(Data<T>(a) + first * channels, Data<T>(b) + first * channels, rows, channels, k_);
-    });
-  }
-};
-
-template <typename T>
-class LrnGradOp : public LrnKernel {
- public:
-  using LrnKernel::LrnKernel;
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& a = ctx->input(0);
-    const Tensor& g = ctx->input(1);
+    OP_REQUIRES(ctx, a.dims() >= 1, tensorflow::errors::InvalidArgument("LRN needs a channel axis, got a scalar"));
+    const Tensor& g = ctx->input(kGradient ? 1 : 0);
     OP_REQUIRES(ctx, a.shape() == g.shape(),
                 tensorflow::errors::InvalidArgument("LRN gradient: the input's shape ", a.shape().DebugString(),
                                                     " differs from the upstream gradient's ", g.shape().DebugString()));
-    Tensor* da = nullptr;
-    const int channels = a.dims() ? a.dim_size(a.dims() - 1) : 0;
-    Run(ctx, a, &da, 20, [&](int64_t first, int64_t rows) {
-      const int64_t at = first * channels;
-      alexnet_lrn::Backward(Data<T>(a) + at, Data<T>(g) + at, Data<T>(da) + at, rows, channels, k_);
-    });
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, a.shape(), &out));
+    if (a.NumElements() == 0) return;
+    const int64_t channels = a.dim_size(a.dims() - 1);
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(threads->num_threads, threads->workers, a.NumElements() / channels,
+                      (kGradient ? 20 : 10) * channels, [&](int64_t begin, int64_t end) {
+                        const int64_t at = begin * channels;
+                        if constexpr (kGradient) {
+                          alexnet_lrn::Backward(Data<T>(a) + at, Data<T>(g) + at, Data<T>(out) + at, end - begin,
+                                                channels, k_);
+                        } else {
+                          alexnet_lrn::Forward(Data<T>(a) + at, Data<T>(out) + at, end - begin, channels, k_);
+                        }
+                      });
   }
+
+ private:
+  alexnet_lrn::Constants k_{};
 };
 
-#define ALEXNET_LRN_KERNELS(T)                                                                     \
-  REGISTER_KERNEL_BUILDER(                                                                         \
-      Name("AlexnetLrn").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), LrnOp<T>);         \
-  REGISTER_KERNEL_BUILDER(                                                                         \
-      Name("AlexnetLrnGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), LrnGradOp<T>);
+#define ALEXNET_LRN_KERNELS(T)                                                                          \
+  REGISTER_KERNEL_BUILDER(                                                                              \
+      Name("AlexnetLrn").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), LrnOp<T, false>);       \
+  REGISTER_KERNEL_BUILDER(                                                                              \
+      Name("AlexnetLrnGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), LrnOp<T, true>);
 ALEXNET_LRN_KERNELS(float)
 ALEXNET_LRN_KERNELS(Eigen::bfloat16)
 
