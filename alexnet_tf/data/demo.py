@@ -20,6 +20,8 @@ import shutil
 
 import numpy as np
 
+from alexnet_tf.process.cache import cache_root
+
 CLASSES = ("arrow", "circle", "crescent", "cross", "heart", "hexagon", "ring", "square", "star", "triangle")
 SPLITS = {"train": 230, "validation": 50}
 """Images per class in each split."""
@@ -34,11 +36,6 @@ MAX_ROTATION = np.pi / 6
 a rotation-invariance problem the network cannot solve in the demo's few hundred steps."""
 
 _SPLIT_IDS = {"train": 0, "validation": 1}
-
-
-def cache_root() -> pathlib.Path:
-    """`$ALEXNET_TF_CACHE`, else `~/.cache/alexnet_tf`."""
-    return pathlib.Path(os.environ.get("ALEXNET_TF_CACHE", pathlib.Path.home() / ".cache" / "alexnet_tf"))
 
 
 def _shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:

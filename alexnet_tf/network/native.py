@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 from types import ModuleType
 
+from alexnet_tf.process import cache
+
 log = logging.getLogger(__name__)
 
 KERNELS = pathlib.Path(__file__).with_name("kernels")
@@ -100,9 +102,7 @@ def build(directory: pathlib.Path) -> pathlib.Path:
 
 
 def cache_directory() -> pathlib.Path:
-    from alexnet_tf.data import demo
-
-    return demo.cache_root() / "native-ops"
+    return cache.cache_root() / "native-ops"
 
 
 @functools.cache
