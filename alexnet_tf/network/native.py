@@ -2,11 +2,11 @@
 
 A training step's LRN is memory- and sqrt-bound; one C++ pass each way over the activations (`AlexnetLrn`,
 `AlexnetLrnGrad`, the same float32 formula and window-sum order as `lrn.py`) is faster than the two XLA clusters
-it replaces (mixed_bfloat16 step 174 -> 185 img/s on an AMX Xeon). The library is built with the machine's
-compiler against the installed TensorFlow's headers (`tf.sysconfig`) and `-march=native`, so it is keyed by the
-sources, the TensorFlow version, the compiler and the CPU's flags, and written under a temporary name, then renamed:
-a build killed half-way never leaves a library that would be loaded. Without a compiler, or with
-`ALEXNET_TF_NATIVE_OPS=0`, `lrn_ops()` is None and training keeps the XLA form (one warning says why).
+it replaces (mixed_bfloat16 step 179 -> 195 img/s on an AMX Xeon, `benchmarks/train_step.py`). The library is
+built with the machine's compiler against the installed TensorFlow's headers (`tf.sysconfig`) and `-march=native`,
+so it is keyed by the sources, the TensorFlow version, the compiler and the CPU's flags, and written under a
+temporary name, then renamed: a build killed half-way never leaves a library that would be loaded. Without a
+compiler, or with `ALEXNET_TF_NATIVE_OPS=0`, `lrn_ops()` is None and training keeps the XLA form (one warning).
 """
 
 from __future__ import annotations
@@ -124,5 +124,5 @@ def lrn_ops() -> ModuleType | None:
                 raise NativeBuildError(f"loading {library} failed: {error}") from error
     except NativeBuildError as error:
         log.warning("alexnet-tf: the native LRN kernel is not available (%s); training uses the XLA form of LRN, "
-                    "about 6%% slower", error)
+                    "about 8%% slower", error)
         return None
