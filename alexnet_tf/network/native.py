@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from types import ModuleType
 
-from alexnet_tf.process import cache
+from alexnet_tf.process import cache, cpu
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,9 @@ def _compiler() -> str:
 
 def _cpu_flags() -> str:
     """The kernel is built with -march=native: a library built on another CPU kind must not be reused."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
     import platform
 
-    return platform.processor() or platform.machine()
+    return " ".join(sorted(cpu.cpu_flags())) or platform.processor() or platform.machine()
 
 
 def build_key(compiler: str) -> str:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from alexnet_tf.process import atomic
+from alexnet_tf.process.cpu import cpu_flags
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 JIT_CHOICES = ("auto", "on", "off")
@@ -45,18 +46,6 @@ class ExecutionPath:
 
 
 # === What the hardware offers ===
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (an empty set where there is no such file)."""
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
 def cpu_model() -> str:
     """The CPU's model name (`lscpu`'s "Model name"), or the platform's processor string."""
     try:
