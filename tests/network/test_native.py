@@ -33,10 +33,11 @@ def graph_form_and_gradient(a, upstream):
     return b.numpy(), tape.gradient(b, a, output_gradients=tf.constant(upstream)).numpy()
 
 
-@pytest.mark.parametrize("shape", [(3, 37, 41, 48), (1, 1, 1, 5), (2, 7, 130)])
+@pytest.mark.parametrize("shape", [(3, 37, 41, 48), (1, 1, 1, 5), (2, 7, 130), (2, 3, 600)])
 def test_native_ops_match_the_graph_form_across_blocks_and_shards(ops, shape):
-    """Row counts that are not multiples of the kernel's block (4096 floats) nor of the shards, a row shorter than
-    the window, and a rank-3 tensor: the same float32 values as the graph form, to float32 rounding."""
+    """Row counts that are not multiples of the kernel's block (512 floats: 9 rows of 48 channels, 3 of 130) nor
+    of the shards, a row shorter than the window, a row longer than a block, and a rank-3 tensor: the same float32
+    values as the graph form, to float32 rounding."""
     rng = np.random.default_rng(0)
     a = rng.uniform(0, 200, size=shape).astype("float32")
     upstream = rng.normal(size=shape).astype("float32")

@@ -47,7 +47,7 @@ struct Block {
   std::vector<float> storage;
   Block(int channels, int radius, int buffers)
       : channels(channels), radius(radius), stride(channels + 2 * radius),
-        capacity(std::max(1, 4096 / (channels + 2 * radius))),
+        capacity(std::max(1, 512 / (channels + 2 * radius))),  // 2 KiB a buffer: all of them stay in L1
         storage(static_cast<size_t>(buffers) * capacity * stride, 0.0f) {}
   float* buffer(int i) { return storage.data() + static_cast<size_t>(i) * capacity * stride; }
 
@@ -61,9 +61,14 @@ struct Block {
     for (int i = 0; i < count; ++i)
       for (int c = 0; c < channels; ++c) FromFloat(padded[i * stride + radius + c], &rows[i * channels + c]);
   }
-  // out[j] = in[j - r] + ... + in[j + r] for every j that is a channel of a row (and for the pads between rows).
+  // out[j] = in[j - r] + ... + in[j + r] for every j that is a channel of a row (and for the pads between rows),
+  // added left to right; for the paper's r = 2 in one pass, else one pass per term.
   void WindowSum(const float* __restrict in, int count, float* __restrict out) const {
     const int end = count * stride - radius;
+    if (radius == 2) {
+      for (int j = 2; j < end; ++j) out[j] = (((in[j - 2] + in[j - 1]) + in[j]) + in[j + 1]) + in[j + 2];
+      return;
+    }
     for (int j = radius; j < end; ++j) out[j] = in[j - radius];
     for (int shift = 1 - radius; shift <= radius; ++shift)
       for (int j = radius; j < end; ++j) out[j] += in[j + shift];
