@@ -148,12 +148,17 @@ def fused_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: fl
 
 
 def native_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: float, alpha: float,
-                                        beta: float) -> tf.Tensor:
+                                        beta: float, *, relu: bool = False) -> tf.Tensor:
     """`fused_local_response_normalization` as the native ops `AlexnetLrn` / `AlexnetLrnGrad` (float32 or
     bfloat16 tensors, float32 arithmetic, the same window-sum order); the backward recomputes d from `a`, so
-    nothing but `a` is kept between the passes. Needs `native.lrn_ops()`."""
+    nothing but `a` is kept between the passes. Needs `native.lrn_ops()`.
+
+    With `relu`, `a` is the input of the ReLU before the LRN: the ops compute LRN(ReLU(a)) and its gradient with
+    respect to `a`, as `tf.nn.relu` and its ReluGrad would, one pass over the tensor less each way.
+    """
     ops = native.lrn_ops()
-    constants = dict(depth_radius=int(depth_radius), bias=float(bias), alpha=float(alpha), beta=float(beta))
+    constants = dict(depth_radius=int(depth_radius), bias=float(bias), alpha=float(alpha), beta=float(beta),
+                     relu=bool(relu))
 
     @tf.custom_gradient
     def lrn(a):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from alexnet_tf.network import lrn, native
-from tests.network.test_layers import require_native_ops
+from tests.network.test_layers import numpy_lrn, require_native_ops
 
 PAPER = dict(depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75)
 
@@ -53,6 +53,39 @@ def test_native_ops_keep_nans_and_empty_tensors(ops):
     out = tf.cast(ops.alexnet_lrn(a, **PAPER), tf.float32).numpy()
     assert np.isnan(out[0, :4]).all() and np.isfinite(out[0, 4:]).all()  # the NaN reaches its window only
     assert ops.alexnet_lrn(tf.zeros((0, 4, 4, 8)), **PAPER).shape == (0, 4, 4, 8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_relu_inside_the_native_ops_is_the_lrn_of_the_relu_and_the_masked_gradient(ops, dtype):
+    """relu=True reads max(z, 0) and masks the gradient where z <= 0, as tf.nn.relu and ReluGrad do: bitwise the
+    ops on NumPy's ReLU (the same float32 values go into the same arithmetic), and within float32 rounding of the
+    float64 formula."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(scale=100.0, size=(2, 5, 7, 48)).astype("float32")
+    z[0, 0, 0, :8] = 0.0  # the ReLU's kink: no gradient, as in ReluGrad
+    upstream = rng.normal(size=z.shape).astype("float32")
+    z, upstream = (tf.cast(tf.constant(v), dtype) for v in (z, upstream))
+    relu = tf.nn.relu(z)
+    forward = ops.alexnet_lrn(z, **PAPER, relu=True)
+    np.testing.assert_array_equal(forward.numpy(), ops.alexnet_lrn(relu, **PAPER).numpy())
+    gradient = ops.alexnet_lrn_grad(z, upstream, **PAPER, relu=True)
+    masked = tf.where(z > 0, ops.alexnet_lrn_grad(relu, upstream, **PAPER), tf.zeros_like(z))
+    np.testing.assert_array_equal(gradient.numpy(), masked.numpy())
+    assert (gradient.numpy()[z.numpy() <= 0] == 0).all() and (gradient.numpy() != 0).mean() > 0.4
+    # Against float64: float32 arithmetic (~10 roundings of 2**-24), then the output dtype's rounding (2**-8).
+    rtol = 1e-5 if dtype == "float32" else 2.0**-8
+    reference = numpy_lrn(np.maximum(tf.cast(z, tf.float64).numpy(), 0))
+    np.testing.assert_allclose(tf.cast(forward, tf.float64).numpy(), reference, rtol=rtol, atol=1e-6)
+
+
+def test_relu_inside_the_native_ops_keeps_nans(ops):
+    import tensorflow as tf
+
+    z = tf.constant([[-1.0, float("nan"), -3.0, 4.0, 5.0, 6.0, -7.0]])
+    out = ops.alexnet_lrn(z, **PAPER, relu=True).numpy()
+    assert np.isnan(out[0, :4]).all() and out[0, 6] == 0 and np.isfinite(out[0, 4:]).all()
 
 
 def test_native_ops_name_bad_input(ops):

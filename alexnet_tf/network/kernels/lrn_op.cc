@@ -17,6 +17,7 @@ using tensorflow::Tensor;
       .Attr("bias: float")                     \
       .Attr("alpha: float")                    \
       .Attr("beta: float")                     \
+      .Attr("relu: bool = false")              \
       .SetShapeFn(tensorflow::shape_inference::UnchangedShape)
 
 REGISTER_OP("AlexnetLrn").Input("a: T").Output("b: T").ALEXNET_LRN_ATTRS;
@@ -31,7 +32,8 @@ template <typename T> const BitsOf<T>* Data(const Tensor& t) {
 }
 template <typename T> BitsOf<T>* Data(Tensor* t) { return reinterpret_cast<BitsOf<T>*>(t->flat<T>().data()); }
 
-// AlexnetLrn (kGradient false: b from a) and AlexnetLrnGrad (true: da from a and the upstream gradient).
+// AlexnetLrn (kGradient false: b from a) and AlexnetLrnGrad (true: da from a and the upstream gradient); with
+// `relu`, `a` is a ReLU's input: the ops compute LRN(ReLU(a)) and its gradient with respect to a.
 template <typename T, bool kGradient>
 class LrnOp : public OpKernel {
  public:
@@ -40,6 +42,7 @@ class LrnOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bias", &k_.bias));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("alpha", &k_.alpha));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("beta", &k_.beta));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("relu", &k_.relu));
   }
 
   void Compute(OpKernelContext* ctx) override {

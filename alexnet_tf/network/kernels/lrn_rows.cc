@@ -56,6 +56,10 @@ struct Block {
     for (int i = 0; i < count; ++i)
       for (int c = 0; c < channels; ++c) padded[i * stride + radius + c] = ToFloat(rows[i * channels + c]);
   }
+  // max(z, 0) as TensorFlow's Relu computes it (a NaN stays a NaN), in place; the pads are 0 already.
+  void Relu(float* __restrict padded, int count) const {
+    for (int j = 0; j < count * stride; ++j) padded[j] = padded[j] < 0.0f ? 0.0f : padded[j];
+  }
   template <typename T>
   void Store(const float* __restrict padded, int count, T* __restrict rows) const {
     for (int i = 0; i < count; ++i)
@@ -81,7 +85,7 @@ struct Block {
   }
 };
 
-template <Power P, typename T>
+template <Power P, bool kRelu, typename T>
 void ForwardRows(const T* a, T* b, int64_t rows, int channels, const Constants& k) {
   Block block(channels, k.radius, 3);
   float* __restrict x = block.buffer(0);
@@ -92,6 +96,7 @@ void ForwardRows(const T* a, T* b, int64_t rows, int channels, const Constants& 
     const int count = static_cast<int>(std::min<int64_t>(block.capacity, rows - first));
     const int size = count * block.stride;
     block.Load(a + first * channels, count, x);
+    if constexpr (kRelu) block.Relu(x, count);
     for (int j = 0; j < size; ++j) squares[j] = x[j] * x[j];
     block.WindowSum(squares, count, sums);
     for (int j = k.radius; j < size - k.radius; ++j) sums[j] = x[j] * NegativePower<P>(bias + alpha * sums[j], beta);
@@ -99,7 +104,7 @@ void ForwardRows(const T* a, T* b, int64_t rows, int channels, const Constants& 
   }
 }
 
-template <Power P, typename T>
+template <Power P, bool kRelu, typename T>
 void BackwardRows(const T* a, const T* g, T* da, int64_t rows, int channels, const Constants& k) {
   Block block(channels, k.radius, 5);
   float* __restrict x = block.buffer(0);
@@ -113,6 +118,7 @@ void BackwardRows(const T* a, const T* g, T* da, int64_t rows, int channels, con
     const int count = static_cast<int>(std::min<int64_t>(block.capacity, rows - first));
     const int size = count * block.stride;
     block.Load(a + first * channels, count, x);
+    if constexpr (kRelu) block.Relu(x, count);
     block.Load(g + first * channels, count, up);
     for (int j = 0; j < size; ++j) work[j] = x[j] * x[j];
     block.WindowSum(work, count, sums);
@@ -125,37 +131,49 @@ void BackwardRows(const T* a, const T* g, T* da, int64_t rows, int channels, con
     block.ZeroPads(work, count);  // the pads' "g * b / d" must be 0 even where d is 0 there
     block.WindowSum(work, count, sums);
     for (int j = r; j < size - r; ++j) direct[j] -= two_alpha_beta * x[j] * sums[j];
+    if constexpr (kRelu)  // x > 0 exactly where z > 0 (false for a NaN, as in ReluGrad)
+      for (int j = r; j < size - r; ++j) direct[j] = x[j] > 0.0f ? direct[j] : 0.0f;
     block.Store(direct, count, da + first * channels);
   }
 }
 
-template <typename T>
+template <bool kRelu, typename T>
 void ForwardAnyPower(const T* a, T* b, int64_t rows, int channels, const Constants& k) {
-  if (k.beta == 0.75f) return ForwardRows<Power::kThreeQuarters>(a, b, rows, channels, k);
-  if (k.beta == 0.5f) return ForwardRows<Power::kHalf>(a, b, rows, channels, k);
-  ForwardRows<Power::kGeneral>(a, b, rows, channels, k);
+  if (k.beta == 0.75f) return ForwardRows<Power::kThreeQuarters, kRelu>(a, b, rows, channels, k);
+  if (k.beta == 0.5f) return ForwardRows<Power::kHalf, kRelu>(a, b, rows, channels, k);
+  ForwardRows<Power::kGeneral, kRelu>(a, b, rows, channels, k);
+}
+
+template <bool kRelu, typename T>
+void BackwardAnyPower(const T* a, const T* g, T* da, int64_t rows, int channels, const Constants& k) {
+  if (k.beta == 0.75f) return BackwardRows<Power::kThreeQuarters, kRelu>(a, g, da, rows, channels, k);
+  if (k.beta == 0.5f) return BackwardRows<Power::kHalf, kRelu>(a, g, da, rows, channels, k);
+  BackwardRows<Power::kGeneral, kRelu>(a, g, da, rows, channels, k);
 }
 
 template <typename T>
-void BackwardAnyPower(const T* a, const T* g, T* da, int64_t rows, int channels, const Constants& k) {
-  if (k.beta == 0.75f) return BackwardRows<Power::kThreeQuarters>(a, g, da, rows, channels, k);
-  if (k.beta == 0.5f) return BackwardRows<Power::kHalf>(a, g, da, rows, channels, k);
-  BackwardRows<Power::kGeneral>(a, g, da, rows, channels, k);
+void ForwardAny(const T* a, T* b, int64_t rows, int channels, const Constants& k) {
+  k.relu ? ForwardAnyPower<true>(a, b, rows, channels, k) : ForwardAnyPower<false>(a, b, rows, channels, k);
+}
+
+template <typename T>
+void BackwardAny(const T* a, const T* g, T* da, int64_t rows, int channels, const Constants& k) {
+  k.relu ? BackwardAnyPower<true>(a, g, da, rows, channels, k) : BackwardAnyPower<false>(a, g, da, rows, channels, k);
 }
 
 }  // namespace
 
 void Forward(const float* a, float* b, int64_t rows, int channels, const Constants& k) {
-  ForwardAnyPower(a, b, rows, channels, k);
+  ForwardAny(a, b, rows, channels, k);
 }
 void Forward(const uint16_t* a, uint16_t* b, int64_t rows, int channels, const Constants& k) {
-  ForwardAnyPower(a, b, rows, channels, k);
+  ForwardAny(a, b, rows, channels, k);
 }
 void Backward(const float* a, const float* g, float* da, int64_t rows, int channels, const Constants& k) {
-  BackwardAnyPower(a, g, da, rows, channels, k);
+  BackwardAny(a, g, da, rows, channels, k);
 }
 void Backward(const uint16_t* a, const uint16_t* g, uint16_t* da, int64_t rows, int channels, const Constants& k) {
-  BackwardAnyPower(a, g, da, rows, channels, k);
+  BackwardAny(a, g, da, rows, channels, k);
 }
 
 }  // namespace alexnet_lrn
