@@ -18,6 +18,7 @@ from alexnet_tf.network.layers import (
 )
 from alexnet_tf.network.metrics import TopKError
 from alexnet_tf.network.optimizer import PaperSGD
+from alexnet_tf.network.training_forms import TrainingForms
 
 IMAGE_SIZE = 224
 """Side of the square crops the paper's network sees (section 4.1)."""
@@ -220,6 +221,7 @@ class AlexNet(keras.Model):
         self.input_scale = float(input_scale)
         self._layer_dtype = dtype
         self._placement_enabled = True
+        self.training_forms: TrainingForms | None = None
 
     @property
     def image_size(self) -> int:
@@ -243,25 +245,28 @@ class AlexNet(keras.Model):
             self._placement_enabled = previous
 
     def call(self, inputs, training=None, mask=None):
-        if self.tower_devices is None or not self._placement_enabled:
+        placed = self.tower_devices is not None and self._placement_enabled
+        forms = self.training_forms if training else None
+        if not placed and not forms:
             return super().call(inputs, training=training, mask=mask)
         # Keras 3 re-runs every layer at call time, so device scopes set while building would be lost inside a
         # traced train step or export: apply them here, around each layer's call. `training` reaches Dropout
         # through Keras' call context, which the outer `__call__` has already set.
         devices = self.tower_devices
 
-        def placed(operation):
+        def operation_fn(operation):
+            run = (forms.substitute(operation) if forms else None) or operation
             tower = self.tower_of(operation.name)
-            if tower is None:
-                return operation
+            if not placed or tower is None:
+                return run
 
-            def run(*args, **kwargs):
+            def run_placed(*args, **kwargs):
                 with tf.device(devices[tower]):
-                    return operation(*args, **kwargs)
+                    return run(*args, **kwargs)
 
-            return run
+            return run_placed
 
-        return self._run_through_graph(self._standardize_inputs(inputs), operation_fn=placed)
+        return self._run_through_graph(self._standardize_inputs(inputs), operation_fn=operation_fn)
 
     def _gradient_device(self, operation) -> str:
         """Device for a gradient op: its forward layer's tower device, read from the op's name scope."""
@@ -288,6 +293,9 @@ class AlexNet(keras.Model):
         """Compile with the paper's defaults: PaperSGD, softmax cross-entropy on logits, top-1/top-5 error.
 
         With `jit_compile=True` the pooling and LRN layers train with their XLA forms (`alexnet_tf.network.xla_forms`).
+        Without it, conv1 and conv2 train in the forms of `alexnet_tf.network.training_forms` (the ReLU inside
+        the native LRN op; in bfloat16 on an AMX CPU, conv1 over 4x4 blocks); assign `training_forms` after
+        compiling to choose yourself.
         """
         super().compile(
             optimizer=optimizer if optimizer is not None else PaperSGD(),
@@ -298,6 +306,7 @@ class AlexNet(keras.Model):
         for layer in self.layers:
             if isinstance(layer, (OverlappingMaxPooling2D, LocalResponseNormalization)):
                 layer.use_xla_form = self.jit_compile is True
+        self.training_forms = TrainingForms.for_step(self.compute_dtype, xla=self.jit_compile is True)
 
     def compile_from_config(self, config):
         """Recompile a loaded model as it was saved (optimizer, its slots, loss, metrics, jit_compile)."""

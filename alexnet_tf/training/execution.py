@@ -91,17 +91,19 @@ def _gpu_capabilities() -> list[tuple[int, int]]:
 
 def machine_key() -> dict:
     """What a cached choice is valid for: the CPU model, its core count, the GPUs, TensorFlow's version and whether
-    the graph path's LRN is the native kernel (it changes which path wins)."""
+    the graph path's LRN is the native kernel and which training forms its conv1/conv2 take (they change which
+    path wins)."""
     import tensorflow as tf
 
-    from alexnet_tf.network import native
+    from alexnet_tf.network import native, space_to_depth
 
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
-        "graph_lrn": "native" if native.lrn_ops() is not None else "xla-clusters",
+        "graph_lrn": "native, relu inside" if native.lrn_ops() is not None else "xla-clusters",
+        "graph_conv1_bfloat16": "space-to-depth" if space_to_depth.helps("bfloat16") else "strided",
     }
 
 

@@ -19,6 +19,8 @@ PROBE = textwrap.dedent("""
     devices = placement.tower_devices("CPU")
     model = build_alexnet(10, tower_devices=devices)
     model.compile()
+    from alexnet_tf.network.training_forms import TrainingForms
+    model.training_forms = TrainingForms(blocked_conv1=True, relu_in_lrn=True)  # on any CPU, as bf16 on AMX
     model.optimizer.build(model.trainable_variables)
     variables = {v.path: v.value.device for v in model.trainable_variables}
     x = tf.TensorSpec((2, 224, 224, 3), tf.float32)
@@ -60,6 +62,9 @@ def test_each_tower_runs_on_its_device_inside_a_traced_train_step():
     # Gradient ops are colocated with the forward ops they differentiate.
     backprop = {device for name, kind, device in ops if kind == "Conv2DBackpropFilter" and "conv2_b" in name}
     assert backprop == {dev_b}
+    # The training forms too: conv1 over space-to-depth blocks (its transposes and gradient), the ReLU in the LRN.
+    assert devices_of("conv1_b", "Transpose") == {dev_b} and devices_of("conv1_a", "Conv2DBackpropFilter") == {dev_a}
+    assert devices_of("conv1_a", "Relu") == set() and devices_of("conv3_a", "Relu") == {dev_a}
     # Each tower's variables live on its device.
     variables = report["variables"]
     assert variables["conv4_a/kernel"].endswith("CPU:0") and variables["conv4_b/kernel"].endswith("CPU:1")

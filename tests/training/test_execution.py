@@ -98,10 +98,16 @@ def test_one_candidate_needs_no_trial(tmp_path):
     assert choice.path == F32_GRAPH and timer.calls == [] and not (tmp_path / "p.json").exists()
 
 
-def test_the_cache_key_names_the_machine(monkeypatch):
-    key = execution.PathCache.key({"batch": 4}, [F32_XLA, F32_GRAPH])
+def test_the_cache_key_names_the_machine_and_the_conv1_form(monkeypatch):
+    from alexnet_tf.network import space_to_depth
+
+    keys = {execution.PathCache.key({"batch": 4}, [F32_XLA, F32_GRAPH])}
     monkeypatch.setattr(execution, "cpu_model", lambda: "Some Other CPU")
-    assert execution.PathCache.key({"batch": 4}, [F32_XLA, F32_GRAPH]) != key
+    keys.add(execution.PathCache.key({"batch": 4}, [F32_XLA, F32_GRAPH]))
+    helps = space_to_depth.helps("bfloat16")
+    monkeypatch.setattr(space_to_depth, "helps", lambda dtype: not helps)  # it changes which path wins
+    keys.add(execution.PathCache.key({"batch": 4}, [F32_XLA, F32_GRAPH]))
+    assert len(keys) == 3
 
 
 def test_time_path_runs_real_steps_and_restores_the_policy():
