@@ -6,8 +6,9 @@ every execution path (float32 / mixed_bfloat16 x XLA / graph), against the bound
 Marks the path `alexnet-tf train --precision auto --jit auto` picks here (`alexnet_tf.training.execution.pick` over the
 candidates this hardware offers natively; the bfloat16 rows of a CPU without avx512_bf16/AMX are measured but are no
 candidates), then profiles that path (TensorFlow's profiler, `benchmarks/op_profile.py`) and prints its ten costliest
-op types with their share of the op time. Where the native LRN kernels build, the graph paths are also measured with
-the XLA-cluster LRN they replace (row "lrn": "xla-clusters"), interleaved with the rest. Prints a table and writes
+op types with their share of the op time. The graph paths are also measured without the training forms of
+conv1/conv2 (`alexnet_tf.network.training_forms`: ReLU inside the native LRN, conv1 over space-to-depth blocks in
+bf16 on AMX), rows "form": "layers", interleaved with the rest. Prints a table and writes
 benchmarks/results/train_step.json. Targets (DESIGN.md section 8): the default >= 0.95 x the fastest candidate;
 >= 0.80 of the fp32 bound on AVX2-only CPUs; >= 0.70 of the bf16 bound with native bf16.
 """
@@ -46,28 +47,16 @@ def compiled_model(path, batch: int):
         keras.backend.clear_session()
 
 
-@contextlib.contextmanager
-def lrn_form(form: str):
-    """Training steps built inside take `form` ("native" or "xla-clusters") for LRN in graph mode."""
-    from alexnet_tf.network import native
-
-    if form == "native":
-        yield
-        return
-    lrn_ops = native.lrn_ops
-    native.lrn_ops = lambda: None
-    try:
-        yield
-    finally:
-        native.lrn_ops = lrn_ops
-
-
-def step_seconds(path, batch: int, steps: int, lrn: str = "native") -> list[float]:
-    """Seconds of each timed step of `path` through `model.fit` (the path `alexnet-tf train` takes)."""
+def step_seconds(path, batch: int, steps: int, forms: bool = True) -> list[float]:
+    """Seconds of each timed step of `path` through `model.fit` (the path `alexnet-tf train` takes); without
+    `forms`, the graph step runs conv1/conv2 and their LRN as the layers are built."""
+    from alexnet_tf.network.training_forms import TrainingForms
     from alexnet_tf.training.execution import fit_step_times
 
     warmup = 2
-    with lrn_form(lrn), compiled_model(path, batch) as (model, data):
+    with compiled_model(path, batch) as (model, data):
+        if not forms:
+            model.training_forms = TrainingForms()
         return fit_step_times(model, data, steps, warmup)[warmup:]
 
 
@@ -101,28 +90,29 @@ def main() -> None:
     native = execution.native_mixed_precisions()
     paths = execution.candidates("auto", "auto", mixed=("mixed_bfloat16",))
     lrn = "native" if native_ops.lrn_ops() is not None else "xla-clusters"
-    compared = [path for path in paths if not path.xla and lrn == "native"]  # also run with the LRN they replaced
+    compared = [path for path in paths if not path.xla]  # also run without the training forms
     times: dict = {path: [] for path in paths}
     before: dict = {path: [] for path in compared}
     for _ in range(args.repeats):  # interleaved, so a slow spell of a shared machine hits every path alike
         for path in paths:
             times[path] += step_seconds(path, args.batch, args.steps)
             if path in before:
-                before[path] += step_seconds(path, args.batch, args.steps, lrn="xla-clusters")
+                before[path] += step_seconds(path, args.batch, args.steps, forms=False)
     seconds = {path: statistics.median(t) for path, t in times.items()}
     considered = {p: s for p, s in seconds.items() if p.precision == "float32" or p.precision in native}
     default = execution.pick(considered)
     fastest = min(considered, key=considered.get)
 
     rows = []
-    measured = [(path, seconds[path], "xla" if path.xla else lrn) for path in paths]
-    measured += [(path, statistics.median(t), "xla-clusters") for path, t in before.items()]
+    measured = [(path, seconds[path], "xla" if path.xla else "forms") for path in paths]
+    measured += [(path, statistics.median(t), "layers") for path, t in before.items()]
     for path, step, form in measured:
         rate = args.batch / step
         bound = bounds["bfloat16" if "bfloat16" in path.precision else "float32"]
-        rows.append({"precision": path.precision, "xla": path.xla, "lrn": form, "images_per_s": round(rate, 2),
-                     "step_s": round(step, 3), "candidate": path in considered and form in (lrn, "xla"),
-                     "default": path == default and form == lrn,
+        rows.append({"precision": path.precision, "xla": path.xla, "lrn": "xla" if path.xla else lrn,
+                     "form": form, "images_per_s": round(rate, 2), "step_s": round(step, 3),
+                     "candidate": path in considered and form != "layers",
+                     "default": path == default and form != "layers",
                      "fraction_of_fp32_bound": round(rate / bounds["float32"], 3),
                      "fraction_of_own_bound": round(rate / bound, 3)})
     print(f"CPU: {execution.cpu_model()}, {common.machine()['cores']} cores, flags: "
@@ -130,7 +120,7 @@ def main() -> None:
     print(f"training GFLOP per image: {gflop:.3f}; matmul peak fp32 {peaks['float32']:.1f} GFLOP/s, bf16 "
           f"{peaks['bfloat16']:.1f} GFLOP/s; fp32 bound {bounds['float32']:.1f} img/s, bf16 bound "
           f"{bounds['bfloat16']:.1f} img/s" + ("" if native else " (no native bf16 here: emulated)"))
-    common.print_table(rows, ["precision", "xla", "lrn", "images_per_s", "step_s", "candidate", "default",
+    common.print_table(rows, ["precision", "xla", "lrn", "form", "images_per_s", "step_s", "candidate", "default",
                               "fraction_of_fp32_bound", "fraction_of_own_bound"])
     ratio = seconds[fastest] / seconds[default]
     print(f"default ({default.label}) = {ratio:.3f} x the fastest candidate ({fastest.label}); target >= 0.95")
