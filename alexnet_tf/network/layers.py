@@ -73,7 +73,8 @@ class LocalResponseNormalization(keras.layers.Layer):
         if training and not self.use_xla_form:
             return tf.cast(lrn.training_local_response_normalization(inputs, *constants), self.compute_dtype)
         window_sum = lrn.shifted_slices_sum if self.use_xla_form else lrn.band_matmul_sum
-        outputs = lrn.local_response_normalization(tf.cast(inputs, "float32"), *constants, window_sum)
+        outputs = lrn.local_response_normalization(tf.cast(inputs, "float32"), *constants, window_sum,
+                                                   written_gradient=bool(training))
         return tf.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

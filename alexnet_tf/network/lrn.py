@@ -73,6 +73,8 @@ def local_response_normalization(
     alpha: float,
     beta: float,
     window_sum: WindowSum = band_matmul_sum,
+    *,
+    written_gradient: bool = True,
 ) -> tf.Tensor:
     """`tf.nn.local_response_normalization` (same positional arguments) of a float32 NHWC tensor.
 
@@ -81,13 +83,24 @@ def local_response_normalization(
         db/da_i = g_i * d_i^-beta - 2 * alpha * beta * a_i * sum_{j in window(i)} g_j * b_j / d_j
 
     (the window is symmetric, so the sum over the outputs that read a_i is the same window sum).
+
+    `written_gradient=False` (inference) computes the same outputs without `tf.custom_gradient` (autodiff still
+    differentiates them): inside a traced function, `tf.custom_gradient` registers its gradient in TensorFlow's
+    process-wide registry, which keeps the traced graph, and every model variable it captures, alive until the
+    process ends (250 MB for each 1000-class AlexNet traced for `predict` or an export).
     """
+
+    def forward(a):
+        d = bias + alpha * window_sum(a * a, depth_radius)
+        scale = negative_power(d, beta)
+        return a * scale, scale, d
+
+    if not written_gradient:
+        return forward(a)[0]
 
     @tf.custom_gradient
     def lrn(a):
-        d = bias + alpha * window_sum(a * a, depth_radius)
-        scale = negative_power(d, beta)
-        b = a * scale
+        b, scale, d = forward(a)
 
         def grad(upstream):
             spread = window_sum(upstream * b / d, depth_radius)
@@ -156,23 +169,8 @@ def native_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: f
     With `relu`, `a` is the input of the ReLU before the LRN: the ops compute LRN(ReLU(a)) and its gradient with
     respect to `a`, as `tf.nn.relu` and its ReluGrad would, one pass over the tensor less each way.
     """
-    ops = native.lrn_ops()
-    constants = dict(depth_radius=int(depth_radius), bias=float(bias), alpha=float(alpha), beta=float(beta),
-                     relu=bool(relu))
-
-    @tf.custom_gradient
-    def lrn(a):
-        b = ops.alexnet_lrn(a, **constants)
-
-        def grad(upstream):
-            if tf.executing_eagerly():
-                return ops.alexnet_lrn_grad(a, upstream, **constants)
-            with tf.name_scope(b.op.name.rpartition("/")[0] + "/"):  # as in the fused form: the tower's device
-                return ops.alexnet_lrn_grad(a, upstream, **constants)
-
-        return b, grad
-
-    return lrn(a)
+    return native.lrn_ops().alexnet_lrn(a, depth_radius=int(depth_radius), bias=float(bias), alpha=float(alpha),
+                                        beta=float(beta), relu=bool(relu))  # its gradient: `native.lrn_gradient`
 
 
 def training_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: float, alpha: float,

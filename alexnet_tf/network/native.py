@@ -101,7 +101,8 @@ def cache_directory() -> pathlib.Path:
 
 @functools.cache
 def lrn_ops() -> ModuleType | None:
-    """The loaded op module (`alexnet_lrn`, `alexnet_lrn_grad`), or None where it cannot be built (logged once)."""
+    """The loaded op module (`alexnet_lrn`, `alexnet_lrn_grad`), or None where it cannot be built (logged once);
+    AlexnetLrn's gradient is registered as it loads."""
     if os.environ.get("ALEXNET_TF_NATIVE_OPS", "1") == "0":
         return None
     import tensorflow as tf
@@ -109,14 +110,41 @@ def lrn_ops() -> ModuleType | None:
     try:
         library = build(cache_directory())
         try:
-            return tf.load_op_library(str(library))
+            module = tf.load_op_library(str(library))
         except (tf.errors.NotFoundError, OSError) as error:  # a damaged cache entry: rebuild it once
             library.unlink(missing_ok=True)
             try:
-                return tf.load_op_library(str(build(cache_directory())))
+                module = tf.load_op_library(str(build(cache_directory())))
             except (tf.errors.NotFoundError, OSError):
                 raise NativeBuildError(f"loading {library} failed: {error}") from error
+        _register_gradient(module)
+        return module
     except NativeBuildError as error:
         log.warning("alexnet-tf: the native LRN kernel is not available (%s); training uses the XLA form of LRN, "
                     "about 8%% slower", error)
         return None
+
+
+def lrn_gradient(module: ModuleType, op, upstream):
+    """AlexnetLrn's gradient: AlexnetLrnGrad on the op's input and attributes, in the op's name scope, so that
+    AlexNet's gradient placement (by scope) puts it on the tower's device as it does the other gradient ops."""
+    import tensorflow as tf
+
+    attributes = {name: op.get_attr(name) for name in ("depth_radius", "bias", "alpha", "beta", "relu")}
+    if tf.executing_eagerly():
+        return module.alexnet_lrn_grad(op.inputs[0], upstream, **attributes)
+    # The tape hands a stand-in for the op (no name): its output tensor names the forward op.
+    with tf.name_scope(op.outputs[0].op.name.rpartition("/")[0] + "/"):
+        return module.alexnet_lrn_grad(op.inputs[0], upstream, **attributes)
+
+
+def _register_gradient(module: ModuleType) -> None:
+    """Register `lrn_gradient` for the op type, once per process: a `tf.custom_gradient` would register a new
+    gradient in TensorFlow's process-wide registry for every trace, and with it keep every traced training step
+    and the model variables it captures alive until the process ends."""
+    import tensorflow as tf
+
+    try:
+        tf.RegisterGradient("AlexnetLrn")(functools.partial(lrn_gradient, module))
+    except KeyError:  # registered by an earlier load in this process
+        pass
