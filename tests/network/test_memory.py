@@ -1,4 +1,5 @@
-"""One Python process that fits, predicts with and exports AlexNet after AlexNet gives each one's memory back.
+"""One Python process that fits and predicts with AlexNet after AlexNet gives each one's memory back (an export
+traces the same inference path as `predict`).
 
 Inside a traced function, `tf.custom_gradient` registers its gradient in TensorFlow's process-wide registry, and
 that entry keeps the traced graph alive, and with it every weight and velocity the graph captured. Keras'
