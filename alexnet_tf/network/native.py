@@ -76,7 +76,7 @@ def _finish(process: subprocess.Popen, step: str) -> None:
         raise NativeBuildError(f"{step} took over {BUILD_TIMEOUT_SECONDS} s") from error
     if process.returncode != 0:
         errors = [line for line in stderr.splitlines() if "error" in line] or stderr.splitlines()
-        raise NativeBuildError(f"{step} failed: {' | '.join(errors[-3:])[:600]}")
+        raise NativeBuildError(f"{step} failed (exit {process.returncode}): {' | '.join(errors[-3:])[:600]}")
 
 
 def build(directory: pathlib.Path) -> pathlib.Path:
