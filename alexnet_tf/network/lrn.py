@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.network import native
+from alexnet_tf.network.graph_gradient import custom_gradient
 
 WindowSum = Callable[[tf.Tensor, int], tf.Tensor]
 
@@ -84,10 +85,8 @@ def local_response_normalization(
 
     (the window is symmetric, so the sum over the outputs that read a_i is the same window sum).
 
-    `written_gradient=False` (inference) computes the same outputs without `tf.custom_gradient` (autodiff still
-    differentiates them): inside a traced function, `tf.custom_gradient` registers its gradient in TensorFlow's
-    process-wide registry, which keeps the traced graph, and every model variable it captures, alive until the
-    process ends (250 MB for each 1000-class AlexNet traced for `predict` or an export).
+    `written_gradient=False` (inference: `predict`, exports) computes the same outputs as plain ops, so exported
+    graphs hold no gradient override; autodiff still differentiates them.
     """
 
     def forward(a):
@@ -98,7 +97,7 @@ def local_response_normalization(
     if not written_gradient:
         return forward(a)[0]
 
-    @tf.custom_gradient
+    @custom_gradient
     def lrn(a):
         b, scale, d = forward(a)
 
@@ -143,7 +142,7 @@ def fused_local_response_normalization(a: tf.Tensor, depth_radius: int, bias: fl
     """
     forward, backward = _fused_clusters(int(depth_radius), float(bias), float(alpha), float(beta))
 
-    @tf.custom_gradient
+    @custom_gradient
     def lrn(a):
         b, scale, b_over_d = forward(a)
 

@@ -12,6 +12,8 @@ import math
 
 import tensorflow as tf
 
+from alexnet_tf.network.graph_gradient import custom_gradient
+
 
 def _order_preserving_int32(x: tf.Tensor) -> tf.Tensor:
     """float32 -> int32 that orders as the floats do, with -0.0 and +0.0 equal (both 0), as max pooling sees them."""
@@ -48,7 +50,7 @@ def max_pool(x: tf.Tensor, size: int, stride: int) -> tf.Tensor:
     )
     shifts = math.ceil(size / stride)  # windows that can cover one input row (or column)
 
-    @tf.custom_gradient
+    @custom_gradient
     def pool(x):
         values = tf.cast(_order_preserving_int32(tf.cast(x, tf.float32)), tf.int64)
         position = tf.reshape(tf.range(rows * cols, dtype=tf.int64), [1, rows, cols, 1])
