@@ -2,8 +2,10 @@
 resumed run continues at the exact batch, trains exactly the planned steps, and ends with the weights of an
 uninterrupted run (seeded, deterministic data)."""
 
+import concurrent.futures
 import csv
 import json
+import pathlib
 import re
 import subprocess
 import sys
@@ -72,141 +74,90 @@ def committed(run_dir) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((run_dir / "checkpoints").glob("backup-*.json"))]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(demo_cache, module_tmp_path):
-    run_dir = module_tmp_path / "uninterrupted"
-    result = train(run_dir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return load_model(run_dir / "final.keras")
-
-
-def assert_same_run(run_dir, uninterrupted):
-    model = load_model(run_dir / "final.keras")
-    assert int(model.optimizer.iterations.numpy()) == PLAN
-    for ours, theirs in zip(model.get_weights(), uninterrupted.get_weights()):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
-
-
-def test_a_kill_inside_a_backup_write_resumes_from_the_previous_backup(uninterrupted, tmp_path):
-    run_dir = tmp_path / "run"
-    killed = train(run_dir, kill=("write", 2))  # backups at steps 3 and 6: killed while writing the second
-    assert killed.returncode == -9
-    assert [b["step"] for b in committed(run_dir)] == [3]
-    assert list((run_dir / "checkpoints").glob("unfinished-*"))  # the half-written file is there
-
-    result = train(run_dir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "ignoring unfinished-backup-000000000006.weights.h5: an unfinished backup" in result.stdout
-    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in result.stdout
-    assert not list((run_dir / "checkpoints").glob("unfinished-*"))
-    assert_same_run(run_dir, uninterrupted)
-
-
-def test_two_kills_between_backups_end_with_the_uninterrupted_weights(uninterrupted, tmp_path):
-    run_dir = tmp_path / "run"
-    assert train(run_dir, kill=("step", 5)).returncode == -9  # 2 steps after the step-3 backup
-    second = train(run_dir, kill=("step", 10))  # resumes at step 3, killed 1 step after the step-9 backup
-    assert second.returncode == -9
-    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in second.stdout
-
-    result = train(run_dir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "resuming from the backup at epoch 2, batch 3 (step 9)" in result.stdout
-    assert_same_run(run_dir, uninterrupted)
-    assert [b["step"] for b in committed(run_dir)] == [PLAN]  # only the latest backup is kept
-
-
 def history_epochs(run_dir) -> list[int]:
     with open(run_dir / "history.csv", newline="") as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def test_sigterm_mid_epoch_backs_up_at_that_step_and_the_resume_finishes_the_plan(uninterrupted, tmp_path):
-    run_dir = tmp_path / "run"
+# === The scenarios: each runs its processes one after another and records what a test checks ===
+# A run is ~20 s, mostly one core (start-up, tracing, writing backups), so the scenarios run two at a time (the
+# module's runs take ~40% less time on 2 cores; each is seeded and deterministic, so results do not change).
+
+
+def kill_inside_a_backup_write(run_dir) -> dict:
+    killed = train(run_dir, kill=("write", 2))  # backups at steps 3 and 6: killed while writing the second
+    seen = {"killed": killed, "committed": [b["step"] for b in committed(run_dir)],
+            "unfinished": list((run_dir / "checkpoints").glob("unfinished-*"))}  # the half-written file
+    seen["resumed"] = train(run_dir)
+    seen["unfinished_after"] = list((run_dir / "checkpoints").glob("unfinished-*"))
+    return seen
+
+
+def two_kills_between_backups(run_dir) -> dict:
+    first = train(run_dir, kill=("step", 5))  # 2 steps after the step-3 backup
+    second = train(run_dir, kill=("step", 10))  # resumes at step 3, killed 1 step after the step-9 backup
+    resumed = train(run_dir)
+    return {"first": first, "second": second, "resumed": resumed,
+            "committed": [b["step"] for b in committed(run_dir)]}
+
+
+def sigterm_mid_epoch_then_a_kill_after_a_history_row(run_dir) -> dict:
     stopped = train(run_dir, kill=("term", 4))  # 1 step after the step-3 backup
-    assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
-    line = re.search(r"SIGTERM: stopped at epoch 1, batch 4 \(step 4\); backup written to .* \(([\d.]+) s after "
-                     r"the signal\); run the same command to resume", stopped.stderr)
-    assert line and float(line[1]) < 30, stopped.stderr[-2000:]
-    assert [b["step"] for b in committed(run_dir)] == [4]
-    assert "Traceback" not in stopped.stderr and "finalizing GeneratorDataset" not in stopped.stderr
-
+    seen = {"stopped": stopped, "committed": [b["step"] for b in committed(run_dir)]}
     # The resumed run is then killed after epoch 1's history row, before the epoch-end backup commits it.
-    killed = train(run_dir, kill=("history", 0))
-    assert killed.returncode == -9
-    assert "resuming from the backup at epoch 1, batch 4 (step 4)" in killed.stdout
-    assert history_epochs(run_dir) == [0]
-
-    result = train(run_dir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "resuming from the backup at epoch 1, batch 4 (step 4)" in result.stdout
-    assert history_epochs(run_dir) == [0, 1]  # one row per epoch, the killed run's row replaced
-    assert_same_run(run_dir, uninterrupted)  # the remaining 8 steps only: one more would change the weights
+    seen["killed"] = train(run_dir, kill=("history", 0))
+    seen["history_after_kill"] = history_epochs(run_dir)
+    seen["resumed"] = train(run_dir)
+    seen["history"] = history_epochs(run_dir)
+    return seen
 
 
-def assert_full_disk_stop(stopped, run_dir):
-    assert stopped.returncode == 2, stopped.stdout[-2000:] + stopped.stderr[-3000:]
-    errors = [line for line in stopped.stderr.splitlines() if line.startswith("alexnet-tf train: error:")]
-    assert len(errors) == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
-    assert f"cannot write {run_dir / 'checkpoints' / 'backup-000000000006.weights.h5'}: no space left on the device (" \
-        in errors[0]
-    assert "MB needed" in errors[0]
-    assert errors[0].endswith("the backup at step 3 is kept: free space and run the same command to resume")
-    assert [b["step"] for b in committed(run_dir)] == [3]
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "backup-000000000003.json", "backup-000000000003.weights.h5"]
+def full_disk_stop(run_dir) -> dict:
+    """What a stop on a full disk during the step-6 backup left: checked by `assert_full_disk_stop`."""
+    return {"checkpoints": sorted(p.name for p in (run_dir / "checkpoints").iterdir()),
+            "committed": [b["step"] for b in committed(run_dir)]}
 
 
-def test_sigterm_twice_in_a_backup_write_then_a_full_disk_keep_a_whole_backup(uninterrupted, tmp_path):
-    run_dir = tmp_path / "run"
+def sigterm_twice_in_a_write_then_a_full_disk(run_dir) -> dict:
     stopped = train(run_dir, kill=("term-write", 1))  # the step-3 backup: SIGTERM before and after its write
-    assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
-    assert "stopped at epoch 1, batch 3 (step 3)" in stopped.stderr
-    assert [b["step"] for b in committed(run_dir)] == [3]
-    assert not list((run_dir / "checkpoints").glob("unfinished-*"))
-
-    full = train(run_dir, kill=("enospc", 1))  # resumed at step 3; its first backup (step 6) finds the disk full
-    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in full.stdout
-    assert_full_disk_stop(full, run_dir)
-
-    result = train(run_dir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "ignoring" not in result.stdout
-    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in result.stdout
-    assert_same_run(run_dir, uninterrupted)
+    seen = {"stopped": stopped, "committed": [b["step"] for b in committed(run_dir)],
+            "unfinished": list((run_dir / "checkpoints").glob("unfinished-*"))}
+    seen["full"] = train(run_dir, kill=("enospc", 1))  # resumed at step 3; the step-6 backup finds the disk full
+    seen["after_full"] = full_disk_stop(run_dir)
+    seen["resumed"] = train(run_dir)
+    return seen
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
+def a_real_full_disk(run_dir) -> dict:
     """A real file system that fills up: a 700 MB tmpfs (the first 455 MB backup fits, the second does not)."""
-    mount = tmp_path / "tmpfs"
+    mount = run_dir.parent / "tmpfs"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700m", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        return {"skip": "cannot mount a tmpfs here (needs root)"}
+    try:
+        run_dir = mount / "run"
+        seen = {"run_dir": run_dir, "full": train(run_dir)}
+        seen["after_full"] = full_disk_stop(run_dir)
+        subprocess.run(["mount", "-o", "remount,size=3g", str(mount)], check=True)
+        seen["resumed"] = train(run_dir)
+        if seen["resumed"].returncode == 0:  # read before the tmpfs goes
+            final = load_model(run_dir / "final.keras")
+            seen["steps"], seen["weights"] = int(final.optimizer.iterations.numpy()), final.get_weights()
+        return seen
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def test_a_real_full_disk_exits_2_and_the_run_resumes_once_there_is_space(uninterrupted, small_tmpfs):
-    run_dir = small_tmpfs / "run"
-    assert_full_disk_stop(train(run_dir), run_dir)
-    subprocess.run(["mount", "-o", "remount,size=3g", str(small_tmpfs)], check=True)
-    result = train(run_dir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in result.stdout
-    assert_same_run(run_dir, uninterrupted)
-
-
-def test_a_resumed_epoch_skips_the_unreadable_records_before_its_backup(demo_cache, tmp_path):
-    """Batches are made after unreadable records are dropped: the resume must skip them too, or it re-trains
-    as many examples as there were unreadable records before the backup."""
+def unreadable_records_before_a_backup(run_dir) -> dict:
+    """A training shard with 6 unreadable records among the first; one whole epoch, and the same epoch stopped at
+    step 10 and resumed."""
     import tensorflow as tf
 
     from alexnet_tf.data import records
     from alexnet_tf.data.prepare import prepare
 
-    shards = tmp_path / "shards"
+    shards = run_dir.parent / "shards"
     prepare("demo", shards, progress=False)
     shard = next(shards.glob("train-00000-of-*"))
     good = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(shard))]
@@ -218,19 +169,169 @@ def test_a_resumed_epoch_skips_the_unreadable_records_before_its_backup(demo_cac
                 writer.write(broken)
     args = [*TRAIN[:3], "--data", f"records:{shards}", "--epochs", "1", "--set", "train.steps_per_epoch=none",
             "--set", "train.backup_every=1000", *TRAIN[9:]]
-    whole = train(tmp_path / "whole", args=args)
-    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-3000:]
-    assert "epoch 1: skipped 6 unreadable training record(s)" in whole.stdout
+    seen = {"whole": train(run_dir.parent / "whole", args=args)}
+    seen["stopped"] = train(run_dir, kill=("term", 10), args=args)
+    seen["before"] = committed(run_dir)[0]["unreadable_records"] if committed(run_dir) else None
+    seen["resumed"] = train(run_dir, args=args)
+    return seen
 
-    run_dir = tmp_path / "run"
-    stopped = train(run_dir, kill=("term", 10), args=args)
+
+SCENARIOS = {  # test -> the scenario it checks, in the order they are started (longest first)
+    "test_a_resumed_epoch_skips_the_unreadable_records_before_its_backup": unreadable_records_before_a_backup,
+    "test_sigterm_twice_in_a_backup_write_then_a_full_disk_keep_a_whole_backup":
+        sigterm_twice_in_a_write_then_a_full_disk,
+    "test_sigterm_mid_epoch_backs_up_at_that_step_and_the_resume_finishes_the_plan":
+        sigterm_mid_epoch_then_a_kill_after_a_history_row,
+    "test_two_kills_between_backups_end_with_the_uninterrupted_weights": two_kills_between_backups,
+    "test_a_real_full_disk_exits_2_and_the_run_resumes_once_there_is_space": a_real_full_disk,
+    "test_a_kill_inside_a_backup_write_resumes_from_the_previous_backup": kill_inside_a_backup_write,
+}
+
+
+@pytest.fixture(scope="module")
+def scenarios(request, demo_cache, module_tmp_path):
+    """The selected tests' scenarios, started together with the uninterrupted reference run, two at a time."""
+    selected = {item.name for item in request.session.items if item.module is request.module} & set(SCENARIOS)
+
+    def uninterrupted():
+        result = train(module_tmp_path / "uninterrupted")
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return load_model(module_tmp_path / "uninterrupted" / "final.keras")
+
+    def run(name, scenario):
+        folder = module_tmp_path / name
+        folder.mkdir()
+        return scenario(folder / "run")
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        started = {"uninterrupted": pool.submit(uninterrupted)}
+        started.update({name: pool.submit(run, name, scenario) for name, scenario in SCENARIOS.items()
+                        if name in selected})
+        yield {name: future.result for name, future in started.items()}
+        for future in started.values():
+            future.cancel()
+
+
+def scenario_of(scenarios, request) -> tuple[dict, object]:
+    """This test's recorded scenario and the uninterrupted run's model (each waits for its run to finish)."""
+    return scenarios[request.node.name](), scenarios["uninterrupted"]()
+
+
+def run_dir_of(request) -> pathlib.Path:
+    """Where this test's scenario trained (`scenarios` gives each its own folder)."""
+    return request.getfixturevalue("module_tmp_path") / request.node.name / "run"
+
+
+def assert_same_run(run_dir, uninterrupted):
+    model = load_model(run_dir / "final.keras")
+    assert int(model.optimizer.iterations.numpy()) == PLAN
+    for ours, theirs in zip(model.get_weights(), uninterrupted.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+def ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_a_kill_inside_a_backup_write_resumes_from_the_previous_backup(scenarios, request):
+    seen, uninterrupted = scenario_of(scenarios, request)
+    assert seen["killed"].returncode == -9
+    assert seen["committed"] == [3] and seen["unfinished"]
+
+    result = seen["resumed"]
+    ok(result)
+    assert "ignoring unfinished-backup-000000000006.weights.h5: an unfinished backup" in result.stdout
+    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in result.stdout
+    assert not seen["unfinished_after"]
+    assert_same_run(run_dir_of(request), uninterrupted)
+
+
+def test_two_kills_between_backups_end_with_the_uninterrupted_weights(scenarios, request):
+    seen, uninterrupted = scenario_of(scenarios, request)
+    assert seen["first"].returncode == -9
+    assert seen["second"].returncode == -9
+    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in seen["second"].stdout
+
+    ok(seen["resumed"])
+    assert "resuming from the backup at epoch 2, batch 3 (step 9)" in seen["resumed"].stdout
+    assert_same_run(run_dir_of(request), uninterrupted)
+    assert seen["committed"] == [PLAN]  # only the latest backup is kept
+
+
+def test_sigterm_mid_epoch_backs_up_at_that_step_and_the_resume_finishes_the_plan(scenarios, request):
+    seen, uninterrupted = scenario_of(scenarios, request)
+    stopped = seen["stopped"]
     assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
-    before = committed(run_dir)[0]["unreadable_records"]
-    assert 0 < before < 6  # with this seed, some of the unreadable records came before step 10
-    resumed = train(run_dir, args=args)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    assert "epoch 1: skipped 6 unreadable training record(s)" in resumed.stdout  # the epoch's count, both parts
-    ours, theirs = load_model(run_dir / "final.keras"), load_model(tmp_path / "whole" / "final.keras")
+    line = re.search(r"SIGTERM: stopped at epoch 1, batch 4 \(step 4\); backup written to .* \(([\d.]+) s after "
+                     r"the signal\); run the same command to resume", stopped.stderr)
+    assert line and float(line[1]) < 30, stopped.stderr[-2000:]
+    assert seen["committed"] == [4]
+    assert "Traceback" not in stopped.stderr and "finalizing GeneratorDataset" not in stopped.stderr
+
+    assert seen["killed"].returncode == -9
+    assert "resuming from the backup at epoch 1, batch 4 (step 4)" in seen["killed"].stdout
+    assert seen["history_after_kill"] == [0]
+
+    ok(seen["resumed"])
+    assert "resuming from the backup at epoch 1, batch 4 (step 4)" in seen["resumed"].stdout
+    assert seen["history"] == [0, 1]  # one row per epoch, the killed run's row replaced
+    assert_same_run(run_dir_of(request), uninterrupted)  # the remaining 8 steps only: one more would change them
+
+
+def assert_full_disk_stop(stopped, run_dir, after):
+    assert stopped.returncode == 2, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("alexnet-tf train: error:")]
+    assert len(errors) == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    assert f"cannot write {run_dir / 'checkpoints' / 'backup-000000000006.weights.h5'}: no space left on the device (" \
+        in errors[0]
+    assert "MB needed" in errors[0]
+    assert errors[0].endswith("the backup at step 3 is kept: free space and run the same command to resume")
+    assert after == {"committed": [3],
+                     "checkpoints": ["backup-000000000003.json", "backup-000000000003.weights.h5"]}
+
+
+def test_sigterm_twice_in_a_backup_write_then_a_full_disk_keep_a_whole_backup(scenarios, request):
+    seen, uninterrupted = scenario_of(scenarios, request)
+    stopped = seen["stopped"]
+    assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    assert "stopped at epoch 1, batch 3 (step 3)" in stopped.stderr
+    assert seen["committed"] == [3] and not seen["unfinished"]
+
+    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in seen["full"].stdout
+    assert_full_disk_stop(seen["full"], run_dir_of(request), seen["after_full"])
+
+    result = seen["resumed"]
+    ok(result)
+    assert "ignoring" not in result.stdout
+    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in result.stdout
+    assert_same_run(run_dir_of(request), uninterrupted)
+
+
+def test_a_real_full_disk_exits_2_and_the_run_resumes_once_there_is_space(scenarios, request):
+    seen, uninterrupted = scenario_of(scenarios, request)
+    if "skip" in seen:
+        pytest.skip(seen["skip"])
+    assert_full_disk_stop(seen["full"], seen["run_dir"], seen["after_full"])
+    ok(seen["resumed"])
+    assert "resuming from the backup at epoch 1, batch 3 (step 3)" in seen["resumed"].stdout
+    assert seen["steps"] == PLAN
+    for ours, theirs in zip(seen["weights"], uninterrupted.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_a_resumed_epoch_skips_the_unreadable_records_before_its_backup(scenarios, request):
+    """Batches are made after unreadable records are dropped: the resume must skip them too, or it re-trains
+    as many examples as there were unreadable records before the backup."""
+    seen = scenarios[request.node.name]()
+    ok(seen["whole"])
+    assert "epoch 1: skipped 6 unreadable training record(s)" in seen["whole"].stdout
+    stopped = seen["stopped"]
+    assert stopped.returncode == 143, stopped.stdout[-2000:] + stopped.stderr[-3000:]
+    assert 0 < seen["before"] < 6  # with this seed, some of the unreadable records came before step 10
+    ok(seen["resumed"])
+    assert "epoch 1: skipped 6 unreadable training record(s)" in seen["resumed"].stdout  # the epoch's count, both parts
+    run_dir = run_dir_of(request)
+    ours, theirs = load_model(run_dir / "final.keras"), load_model(run_dir.parent / "whole" / "final.keras")
     assert int(ours.optimizer.iterations.numpy()) == int(theirs.optimizer.iterations.numpy())
     for a, b in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
