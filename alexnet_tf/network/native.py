@@ -90,7 +90,7 @@ def build(directory: pathlib.Path) -> pathlib.Path:
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
-    log.info("alexnet-tf: compiling the native LRN kernels for this CPU into %s (once, about 10 s)", library.parent)
+    log.info("alexnet-tf: compiling the native LRN kernels for this CPU into %s (once, a few seconds)", library.parent)
     with tempfile.TemporaryDirectory(dir=library.parent, prefix=".build-") as scratch:
         rows, op = pathlib.Path(scratch) / "lrn_rows.o", pathlib.Path(scratch) / "lrn_op.o"
         compiling = {
