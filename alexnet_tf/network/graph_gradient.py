@@ -22,7 +22,11 @@ _TABLE = "_alexnet_tf_written_gradients"
 
 
 def _dispatch(op: tf.Operation, *output_gradients):
-    return getattr(op.graph, _TABLE)[op.name](*output_gradients)
+    gradient = getattr(op.graph, _TABLE, {}).get(op.name)
+    if gradient is None:  # e.g. a graph rebuilt from a GraphDef: the Python function did not travel with it
+        raise LookupError(f"{op.name}: its written gradient was made with the graph it was traced in, and this "
+                          "graph is a copy; differentiate the original function instead")
+    return gradient(*output_gradients)
 
 
 try:

@@ -6,6 +6,7 @@ import gc
 import weakref
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from alexnet_tf.network.graph_gradient import custom_gradient
@@ -74,3 +75,13 @@ def test_the_traced_graph_is_freed_with_its_function():
     gc.collect()
     assert ours() is None, "graph_gradient kept the traced graph alive"
     assert theirs() is not None  # tf.custom_gradient's registry entry keeps it: why this module exists
+
+
+def test_a_copied_graph_says_where_its_gradient_went():
+    step = tf.function(lambda x: square_with_marked_gradient(x))
+    graph_def = step.get_concrete_function(tf.TensorSpec([3], tf.float32)).graph.as_graph_def()
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [3], name="x")
+        (y,) = tf.graph_util.import_graph_def(graph_def, input_map={"x:0": x}, return_elements=["Identity:0"])
+        with pytest.raises(LookupError, match="its written gradient was made with the graph it was traced in"):
+            tf.gradients(y, x)
