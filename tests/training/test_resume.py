@@ -1,6 +1,7 @@
-"""Crash-safe training: `kill -9` inside a backup write and between backups, then the same command again. The
-resumed run continues at the exact batch, trains exactly the planned steps, and ends with the weights of an
-uninterrupted run (seeded, deterministic data)."""
+"""Crash-safe training: `kill -9` inside a backup write and between backups, SIGTERM, a full disk, unreadable
+records, then the same command again. The resumed run continues at the exact batch, trains exactly the planned
+steps, and ends with the weights of an uninterrupted run (seeded, deterministic data). Each scenario's processes
+run in the `scenarios` fixture, two scenarios at a time; its test checks what the scenario recorded."""
 
 import concurrent.futures
 import csv
