@@ -20,12 +20,21 @@ def _seed_and_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+import collections  # noqa: E402
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items):
+    """Files with the most `slow` tests first, each file's tests in their own order: pyproject's addopts split the
+    suite between two workers file by file, in this order, so the longest files start first and the two workers
+    finish close together."""
+    slow = collections.Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session")

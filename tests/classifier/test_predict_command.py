@@ -24,6 +24,7 @@ def run_and_preset(module_tmp_path):
     return run_dir, preset, images
 
 
+@pytest.mark.slow
 def test_a_table_from_a_run_and_json_from_a_preset_agree(run_and_preset):
     run_dir, preset, images = run_and_preset
     table = run_cli("predict", str(images), "--model", str(run_dir), "--batch-size", "2", "--top", "3")

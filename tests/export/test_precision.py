@@ -206,6 +206,7 @@ def test_auto_is_bfloat16_on_a_native_cpu_when_it_agrees(models, monkeypatch):
     assert chosen == "bfloat16" and agreement.acceptable and "bfloat16" in {w.dtype for w in network.weights}
 
 
+@pytest.mark.slow
 def test_the_export_command_compares_on_the_runs_validation_images(smoke_run, tmp_path):
     run_dir, _ = smoke_run
     # forced: the smoke run is a few steps from random, so near-tied answers may flip on some CPU; what is checked

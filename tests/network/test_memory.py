@@ -14,6 +14,7 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from alexnet_tf import build_alexnet
@@ -37,6 +38,7 @@ def fit_and_predict_one_model() -> None:
     gc.collect()
 
 
+@pytest.mark.slow
 def test_each_fitted_and_predicted_model_is_freed():
     fit_and_predict_one_model()  # the allocator's pool and TensorFlow's caches reach their working size
     before = resident_mb()

@@ -97,6 +97,7 @@ def test_native_ops_name_bad_input(ops):
         ops.alexnet_lrn(tf.constant(1.0), **PAPER)
 
 
+@pytest.mark.slow
 def test_build_reuses_its_cache_and_a_build_killed_half_way_leaves_no_library(tmp_path):
     """Killed while compiling, the build leaves nothing that would be loaded; the next build completes; a second
     call finds the library and compiles nothing."""
@@ -125,6 +126,7 @@ def test_without_a_compiler_training_falls_back_to_the_xla_form(monkeypatch, cap
     assert native.lrn_ops.__wrapped__() is None
 
 
+@pytest.mark.slow
 def test_a_damaged_cached_library_is_rebuilt(tmp_path):
     """A library truncated on disk (a full disk, a copied cache) is replaced, in a fresh process."""
     require_native_ops()

@@ -373,6 +373,7 @@ def test_sigterm_shuts_down_cleanly(server):
     assert "status=OK" in output  # one debug line per request
 
 
+@pytest.mark.slow
 def test_sigterm_under_load_answers_every_admitted_request_and_resets_none(exported_base):
     """16 gRPC and 2 REST clients sending, batching on (the Dockerfile's flags), then SIGTERM: health watchers see
     NOT_SERVING, every request the server took gets its answer, later ones UNAVAILABLE / 503 / a refused

@@ -85,6 +85,7 @@ def test_the_sources_architecture_is_adopted_and_explicit_settings_win(source, d
     assert json.loads(result.stdout)["model"]["lrn"] == "paper"
 
 
+@pytest.mark.slow
 def test_fine_tuning_run_end_to_end_and_resume_without_the_source(source, demo_cache, tmp_path):
     path, expected = source
     copy = tmp_path / "copy.keras"
@@ -115,6 +116,7 @@ def test_fine_tuning_run_end_to_end_and_resume_without_the_source(source, demo_c
     assert all(np.array_equal(a, b) for a, b in zip(resumed["conv1_a"], expected["conv1_a"]))
 
 
+@pytest.mark.slow
 def test_init_from_a_run_directory(smoke_run, tmp_path):
     run_dir, _ = smoke_run
     result = run_cli("train", "--preset", "smoke", "--init-from", str(run_dir), "--run-dir", str(tmp_path / "ft"))

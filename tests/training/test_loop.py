@@ -88,7 +88,7 @@ def nan_source(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "folder:/does/not/exist"], "is not a directory"),
-    (["--init-from", "NAN_SOURCE"], "NaN"),
+    pytest.param(["--init-from", "NAN_SOURCE"], "NaN", marks=pytest.mark.slow),
 ])
 def test_clear_errors(demo_cache, nan_source, tmp_path, args, message):
     args = [str(nan_source) if a == "NAN_SOURCE" else a for a in args]
@@ -126,6 +126,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_two_workers_stop_together_on_sigterm_and_resume_to_the_same_weights(demo_cache, tmp_path):
     import socket
 
@@ -163,6 +164,7 @@ def test_two_workers_stop_together_on_sigterm_and_resume_to_the_same_weights(dem
     assert len(models[0].get_weights()) == len(build_alexnet(10, init="he", input_scale=1 / 64).get_weights())
 
 
+@pytest.mark.slow
 def test_auto_takes_the_cached_choice_of_this_machine(demo_cache, tmp_path):
     # Fake timings in the cache say the graph path is 3x faster here: `--jit auto` must take it without a trial.
     from alexnet_tf.training import config as config_module

@@ -234,6 +234,7 @@ def ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_kill_inside_a_backup_write_resumes_from_the_previous_backup(scenarios, request):
     seen, uninterrupted = scenario_of(scenarios, request)
     assert seen["killed"].returncode == -9
@@ -247,6 +248,7 @@ def test_a_kill_inside_a_backup_write_resumes_from_the_previous_backup(scenarios
     assert_same_run(run_dir_of(request), uninterrupted)
 
 
+@pytest.mark.slow
 def test_two_kills_between_backups_end_with_the_uninterrupted_weights(scenarios, request):
     seen, uninterrupted = scenario_of(scenarios, request)
     assert seen["first"].returncode == -9
@@ -259,6 +261,7 @@ def test_two_kills_between_backups_end_with_the_uninterrupted_weights(scenarios,
     assert seen["committed"] == [PLAN]  # only the latest backup is kept
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_backs_up_at_that_step_and_the_resume_finishes_the_plan(scenarios, request):
     seen, uninterrupted = scenario_of(scenarios, request)
     stopped = seen["stopped"]
@@ -291,6 +294,7 @@ def assert_full_disk_stop(stopped, run_dir, after):
                      "checkpoints": ["backup-000000000003.json", "backup-000000000003.weights.h5"]}
 
 
+@pytest.mark.slow
 def test_sigterm_twice_in_a_backup_write_then_a_full_disk_keep_a_whole_backup(scenarios, request):
     seen, uninterrupted = scenario_of(scenarios, request)
     stopped = seen["stopped"]
@@ -308,6 +312,7 @@ def test_sigterm_twice_in_a_backup_write_then_a_full_disk_keep_a_whole_backup(sc
     assert_same_run(run_dir_of(request), uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_exits_2_and_the_run_resumes_once_there_is_space(scenarios, request):
     seen, uninterrupted = scenario_of(scenarios, request)
     if "skip" in seen:
@@ -320,6 +325,7 @@ def test_a_real_full_disk_exits_2_and_the_run_resumes_once_there_is_space(scenar
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_resumed_epoch_skips_the_unreadable_records_before_its_backup(scenarios, request):
     """Batches are made after unreadable records are dropped: the resume must skip them too, or it re-trains
     as many examples as there were unreadable records before the backup."""

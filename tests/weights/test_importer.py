@@ -145,6 +145,7 @@ def test_predict_model_on_an_imported_run_gives_caffes_top_labels(imported, weig
     assert answer["labels"][0].startswith("n") and " " in answer["labels"][0]  # "n01440764 tench, ..."
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_an_imported_run_adopts_the_caffe_variant(imported, demo_cache, tmp_path):
     run_dir, _ = imported
     tuned = tmp_path / "tuned"
