@@ -14,6 +14,7 @@ from alexnet_tf.classifier import presets
 from alexnet_tf.classifier.test_time import FEATURE_LAYERS, TestTime, inference_copy
 from alexnet_tf.data import ops
 from alexnet_tf.network.model import AlexNet
+from alexnet_tf.process.progress import progress_bar
 
 CROPS = ("center", "ten")
 
@@ -191,7 +192,7 @@ class ImageClassifier:
             self._features[layer] = tf.function(
                 lambda p: extractor(self.test_time.centre_crops(p), training=False), input_signature=[pixels])
         run = self._features[layer]
-        bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
+        bar = progress_bar(len(images), "image") if progress else None
         results = []
         for batch in self._batches(images, batch_size):
             results.append(np.asarray(run(batch), np.float32))

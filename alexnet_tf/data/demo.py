@@ -21,6 +21,7 @@ import shutil
 import numpy as np
 
 from alexnet_tf.process.cache import cache_root
+from alexnet_tf.process.progress import progress_bar
 
 CLASSES = ("arrow", "circle", "crescent", "cross", "heart", "hexagon", "ring", "square", "star", "triangle")
 SPLITS = {"train": 230, "validation": 50}
@@ -202,10 +203,8 @@ def ensure_demo(root: str | pathlib.Path | None = None, *, seed: int = 2012, per
                              (seed, _SPLIT_IDS.get(split, 9), class_id, index)))
     bar = None
     if progress:
-        import keras
-
         print(f"making the {root.name.rpartition('-v')[0]} data set ({len(jobs)} images, once) in {root}")
-        bar = keras.utils.Progbar(len(jobs), unit_name="image")
+        bar = progress_bar(len(jobs), "image")
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for done, future in enumerate(concurrent.futures.as_completed(pool.submit(_write, *job) for job in jobs)):
             future.result()

@@ -25,6 +25,7 @@ from alexnet_tf.data import ops, records
 from alexnet_tf.data.sources import DatasetError, Source, open_dataset
 from alexnet_tf.data.stats import StatsAccumulator
 from alexnet_tf.process import atomic, disk
+from alexnet_tf.process.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +124,13 @@ class _ShardJob:
 
 
 class _Progress:
-    """A thread-safe image counter shown as a Keras progress bar by the main thread."""
+    """A thread-safe image counter shown by the main thread (a bar on a terminal, lines in a log)."""
 
     def __init__(self, total: int, enabled: bool):
         self.done, self.lock, self.total, self.shown = 0, threading.Lock(), total, -1
         self.bar = None
         if enabled and total:
-            import keras
-
-            self.bar = keras.utils.Progbar(total, unit_name="image")
+            self.bar = progress_bar(total, "image")
 
     def add(self, n: int) -> None:
         with self.lock:

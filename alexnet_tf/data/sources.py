@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 
 from alexnet_tf.data import demo, records
+from alexnet_tf.process.progress import progress_bar
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".jpe"}
 SPLITS = ("train", "validation")
@@ -187,10 +188,8 @@ def _listed(folders: list[pathlib.Path], progress: bool, what: str) -> Iterator[
     folders of 1.28M files is the slow first step of `prepare`, longer still on a network disk)."""
     bar = None
     if progress:
-        import keras
-
         print(f"listing {what}")
-        bar = keras.utils.Progbar(len(folders), unit_name="class folder")
+        bar = progress_bar(len(folders), "class folder")
     for index, folder in enumerate(folders):
         images = _images(folder)
         if bar is not None:

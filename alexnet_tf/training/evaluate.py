@@ -14,6 +14,7 @@ from alexnet_tf.data import pipeline
 from alexnet_tf.data.sources import RecordsSource
 from alexnet_tf.data.stats import Stats
 from alexnet_tf.process import atomic
+from alexnet_tf.process.progress import progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ def evaluate(model: keras.Model, source: RecordsSource, stats: Stats, *, ten_cro
     bar = None
     try:
         total = len(source)
-        bar = keras.utils.Progbar(total, unit_name="image") if progress else None
+        bar = progress_bar(total, "image") if progress else None
     except TypeError:
         total = None
     for images, labels in dataset:

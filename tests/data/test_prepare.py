@@ -179,3 +179,12 @@ def test_a_full_disk_keeps_the_finished_shards_and_writes_no_manifest(tiny_demo,
     monkeypatch.undo()
     assert prepare(f"folder:{tiny_demo}", out, shards={"train": 4, "validation": 1}, progress=False)["counts"] == {
         "train": 60, "validation": 20}
+
+
+def test_progress_in_a_log_is_plain_lines(tiny_demo, tmp_path, capsys):
+    """stdout is not a terminal here (captured), as in CI or under Slurm: no carriage returns, backspaces or colour
+    codes, the counts of the listing and of the images written."""
+    prepare(f"folder:{tiny_demo}", tmp_path / "shards", progress=True)
+    out = capsys.readouterr().out
+    assert not set(out) & {"\r", "\b", "\x1b"}, repr(out[:300])
+    assert "10/10 class folders (100%)" in out and "80/80 images (100%)" in out
