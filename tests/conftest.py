@@ -70,8 +70,9 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
 
 @pytest.fixture(scope="session")
 def smoke_run(demo_cache, tmp_path_factory):
-    """A run directory from `alexnet-tf train --preset smoke` on the tiny demo set (a few steps)."""
+    """A run directory from `alexnet-tf train --preset smoke` on the tiny demo set (a few steps), with the progress
+    lines a log gets every 30 s at every step."""
     run_dir = tmp_path_factory.mktemp("runs") / "smoke"
-    result = run_cli("train", "--preset", "smoke", "--run-dir", str(run_dir))
+    result = run_cli("train", "--preset", "smoke", "--run-dir", str(run_dir), "--set", "train.log_seconds=1e-9")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return run_dir, result.stdout

@@ -31,27 +31,38 @@ def progress_bar(total: int, unit: str, stream: TextIO | None = None) -> Progres
 
 class LogProgress:
     """One plain line per `interval` seconds and one when `total` is reached: "1200/2800 images (43%) in 30 s,
-    ~40 s left"."""
+    ~40 s left" (without a total: "1200 images in 30 s"). `start` is the count already done when it was made
+    (a resumed epoch): the time left is estimated from the rate since then."""
 
-    def __init__(self, total: int, unit: str, *, interval: float = 30.0, stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.total, self.units, self.interval, self.clock = total, unit + "s", interval, clock
+    def __init__(self, total: int | None, unit: str, *, interval: float = 30.0, prefix: str = "", start: int = 0,
+                 stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+        self.total, self.units, self.interval, self.prefix, self.clock = total, unit + "s", interval, prefix, clock
         self.stream = sys.stdout if stream is None else stream
-        self.start = self.last = clock()
-        self.current, self.finished = 0, False
+        self.began = self.last = clock()
+        self.first = self.current = start
+        self.finished = False
 
-    def update(self, current: int) -> None:
+    def due(self, current: int) -> bool:
+        """Whether `update(current)` prints a line (to compute what it adds only then)."""
+        done = self.total is not None and current >= self.total
+        return not self.finished and (done or self.clock() - self.last >= self.interval)
+
+    def update(self, current: int, note: str = "") -> None:
+        """The count so far; `note` ends the line ("loss: 2.3012")."""
         self.current = current
-        now = self.clock()
-        done = current >= self.total
-        if self.finished or not (done or now - self.last >= self.interval):
+        if not self.due(current):
             return
+        now = self.clock()
+        done = self.total is not None and current >= self.total
         self.last, self.finished = now, done
-        elapsed = now - self.start
-        line = f"{current}/{self.total} {self.units} ({100 * current / max(self.total, 1):.0f}%) in {elapsed:.0f} s"
-        if not done and current > 0:
-            line += f", ~{elapsed * (self.total - current) / current:.0f} s left"
-        print(line, file=self.stream, flush=True)
+        elapsed = now - self.began
+        if self.total is None:
+            line = f"{current} {self.units} in {elapsed:.0f} s"
+        else:
+            line = f"{current}/{self.total} {self.units} ({100 * current / max(self.total, 1):.0f}%) in {elapsed:.0f} s"
+        if not done and self.total is not None and current > self.first:
+            line += f", ~{elapsed * (self.total - current) / (current - self.first):.0f} s left"
+        print(self.prefix + line + (f" - {note}" if note else ""), file=self.stream, flush=True)
 
     def add(self, n: int) -> None:
         self.update(self.current + n)

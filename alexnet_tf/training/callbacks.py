@@ -1,5 +1,6 @@
 """Keras callbacks of a training run: the learning-rate schedule (warm-up, plateau with resumable counters, fixed
-steps), the learning rate and skipped records in each epoch's logs, and `best.keras` written atomically."""
+steps), the learning rate and skipped records in each epoch's logs, progress lines in a log, and `best.keras`
+written atomically."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import keras
 
 from alexnet_tf.data import pipeline
 from alexnet_tf.process import atomic, disk
+from alexnet_tf.process.progress import LogProgress
 from alexnet_tf.training.config import Config
 
 
@@ -56,6 +58,30 @@ class SkippedRecords(keras.callbacks.Callback):
                 logs["skipped_records"] = skipped
             print(f"epoch {epoch + 1}: skipped {skipped} unreadable training record(s)")
         self.counter.reset()
+
+
+class LogLines(keras.callbacks.Callback):
+    """Where stdout is a log, fit prints one line per epoch (verbose=2), and an ImageNet epoch on a CPU is hours:
+    this adds a line every `interval` seconds within the epoch, "epoch 2: 1200/10009 steps (12%) in 30 s, ~220 s
+    left - loss: 2.3012 - top1_error: 0.9000". A resumed epoch counts from the batch it resumed at."""
+
+    def __init__(self, steps_per_epoch: int | None, start_epoch: int = 0, start_batch: int = 0, **progress):
+        super().__init__()
+        self.steps, self.start_epoch, self.start_batch = steps_per_epoch, start_epoch, start_batch
+        self.options = progress  # LogProgress' interval, stream, clock
+        self.first, self.progress = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.first = self.start_batch if epoch == self.start_epoch else 0
+        self.progress = LogProgress(self.steps, "step", prefix=f"epoch {epoch + 1}: ", start=self.first, **self.options)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.first + batch + 1
+        if self.steps is not None and step >= self.steps:
+            return  # Keras' own line for the epoch follows
+        if self.progress.due(step):
+            shown = ("loss", "top1_error", "top5_error")
+            self.progress.update(step, " - ".join(f"{k}: {float(logs[k]):.4f}" for k in shown if k in (logs or {})))
 
 
 class StopAfterEpoch(keras.callbacks.Callback):

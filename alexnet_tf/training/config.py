@@ -74,6 +74,7 @@ class TrainConfig:
     validation_every: int = 1  # validate every N epochs (and always after the last); plateau needs 1
     backup_minutes: float = 10.0  # wall time between crash-recovery backups (and one at every epoch's end)
     backup_every: int | None = None  # steps between backups instead of minutes
+    log_seconds: float = 30.0  # stdout not a terminal (a log): a progress line every N s within an epoch; 0: off
     seed: int = 0  # weight initialisation
     init_from: str | None = None  # a run directory or .keras file whose weights the run starts from (finetune.py)
     init_from_sha256: str | None = None  # recorded by the run: SHA-256 of the source's weights

@@ -43,6 +43,7 @@ from alexnet_tf.training import backup, execution, finetune, preemption
 from alexnet_tf.training.callbacks import (
     AtomicBestModel,
     HistoryFile,
+    LogLines,
     PlateauSchedule,
     SkippedRecords,
     StopAfterEpoch,
@@ -136,7 +137,7 @@ def _check_run_dir(run_dir: pathlib.Path, config: Config) -> Config | None:
     if not saved.is_file():
         return None
     previous = json.loads(saved.read_text())
-    ignore = ("epochs", "backup_every", "backup_minutes", "validation_every")  # --epochs N continues a run
+    ignore = ("epochs", "backup_every", "backup_minutes", "validation_every", "log_seconds")  # --epochs N continues
     chosen = {}
     for section in ("model", "data", "train"):
         for key, value in previous.get(section, {}).items():
@@ -327,6 +328,8 @@ def train(
         backup_every,  # after the others: an epoch-end backup holds their state
         preemption.StopOnSignal(requests, backup_every, strategy),  # last: after that backup
     ]
+    if verbose == "auto" and not sys.stdout.isatty() and config.train.log_seconds > 0:  # Keras: a line per epoch
+        callbacks.insert(0, LogLines(steps_per_epoch, start_epoch, start_batch, interval=config.train.log_seconds))
 
     print(f"training {config.preset!r} preset: {examples} images, {num_classes} classes, batch "
           f"{config.train.batch_size}, {steps_per_epoch} steps x {config.train.epochs} epochs, "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -39,6 +40,10 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
         assert column in header
     assert f"alexnet-tf export {run_dir}" in stdout
     assert "validation top-1 error" in stdout
+    progress = [line for line in stdout.splitlines() if line.startswith("epoch 1: ")]  # stdout is not a terminal
+    assert [line.split(" in ")[0] for line in progress] == ["epoch 1: 1/3 steps (33%)", "epoch 1: 2/3 steps (67%)"]
+    assert all(re.search(r"s left - loss: [\d.]+ - top1_error: [\d.]+ - top5_error: [\d.]+$", line)
+               for line in progress), progress
 
 
 def test_evaluate_prints_the_table_and_writes_json(smoke_run, tmp_path):
