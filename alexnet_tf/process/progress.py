@@ -5,6 +5,7 @@ megabytes of redraws nobody can read."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,10 +20,16 @@ class Progress(Protocol):
     def add(self, n: int) -> None: ...
 
 
+def live_display(stream: TextIO) -> bool:
+    """A display that redraws a line: a terminal, or a Jupyter or PyCharm console (not terminals, but they draw
+    Keras' bar; Keras' own test also counts any POSIX process)."""
+    return stream.isatty() or "ipykernel" in sys.modules or "PYCHARM_HOSTED" in os.environ
+
+
 def progress_bar(total: int, unit: str, stream: TextIO | None = None) -> Progress:
-    """Keras' bar when `stream` (default stdout) is a terminal, else a `LogProgress`; `unit` is singular ("image")."""
+    """Keras' bar on a live display (`stream`: default stdout), else a `LogProgress`; `unit` is singular."""
     stream = sys.stdout if stream is None else stream
-    if stream.isatty():
+    if live_display(stream):
         import keras
 
         return keras.utils.Progbar(total, unit_name=unit)

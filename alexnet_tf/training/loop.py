@@ -39,6 +39,7 @@ from alexnet_tf.network import placement
 from alexnet_tf.network.model import VARIANTS, build_alexnet
 from alexnet_tf.network.optimizer import PaperSGD
 from alexnet_tf.process import atomic, disk
+from alexnet_tf.process.progress import live_display
 from alexnet_tf.training import backup, execution, finetune, preemption
 from alexnet_tf.training.callbacks import (
     AtomicBestModel,
@@ -328,7 +329,7 @@ def train(
         backup_every,  # after the others: an epoch-end backup holds their state
         preemption.StopOnSignal(requests, backup_every, strategy),  # last: after that backup
     ]
-    if verbose == "auto" and not sys.stdout.isatty() and config.train.log_seconds > 0:  # Keras: a line per epoch
+    if verbose == "auto" and not live_display(sys.stdout) and config.train.log_seconds > 0:  # Keras: a line per epoch
         callbacks.insert(0, LogLines(steps_per_epoch, start_epoch, start_batch, interval=config.train.log_seconds))
 
     print(f"training {config.preset!r} preset: {examples} images, {num_classes} classes, batch "
@@ -343,7 +344,7 @@ def train(
     fit = dict(validation_data=validation_ds, epochs=config.train.epochs, shuffle=False,
                validation_steps=config.train.validation_steps,
                validation_freq=validation_epochs(config.train.epochs, config.train.validation_every),
-               verbose=verbose if verbose != "auto" else (1 if sys.stdout.isatty() else 2))
+               verbose=verbose if verbose != "auto" else (1 if live_display(sys.stdout) else 2))
     # The rest of an interrupted epoch is fitted on its own: Keras takes the length of every epoch of a fit from
     # its first pass, and that one is shorter than a whole epoch.
     phases = [(start_epoch, [*callbacks, StopAfterEpoch()]), (start_epoch + 1, callbacks)] if start_batch else \

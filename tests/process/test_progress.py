@@ -1,6 +1,8 @@
 """Progress: Keras' bar on a terminal; in a log, a plain line every 30 s and one at the end, nothing else."""
 
 import io
+import sys
+import types
 
 import keras
 
@@ -36,8 +38,11 @@ def test_a_log_gets_a_line_every_interval_and_one_at_the_end():
     ]
 
 
-def test_the_bar_is_keras_on_a_terminal_and_lines_elsewhere():
+def test_the_bar_is_keras_on_a_terminal_or_in_jupyter_and_lines_elsewhere(monkeypatch):
     assert isinstance(progress_bar(10, "class folder", stream=Terminal()), keras.utils.Progbar)
+    with monkeypatch.context() as patched:  # a notebook's stdout is no terminal, but it draws the bar
+        patched.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+        assert isinstance(progress_bar(10, "class folder", stream=io.StringIO()), keras.utils.Progbar)
     log = io.StringIO()
     progress = progress_bar(10, "class folder", stream=log)
     assert isinstance(progress, LogProgress)
