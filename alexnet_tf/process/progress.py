@@ -1,7 +1,7 @@
-"""Progress of long work: Keras' bar on a terminal; in a log (stdout redirected: CI, Slurm, `> file`) a plain line
-every 30 s and one at the end. Keras 3 draws its bar with backspaces, carriage returns and colour codes whenever
-Python runs on POSIX, terminal or not, 20 times a second: hours of `prepare` over ImageNet would fill a log with
-megabytes of redraws nobody can read."""
+"""Progress of long work: Keras' bar on a terminal or in Jupyter; in a log (stdout redirected: CI, Slurm,
+`> file`) a plain line every 30 s and one at the end. Keras 3 draws its bar with backspaces, carriage returns and
+colour codes whenever Python runs on POSIX, terminal or not, 20 times a second: hours of `prepare` over ImageNet
+would fill a log with megabytes of redraws nobody can read."""
 
 from __future__ import annotations
 
@@ -49,25 +49,26 @@ class LogProgress:
         self.first = self.current = start
         self.finished = False
 
+    def _done(self, current: int) -> bool:
+        return self.total is not None and current >= self.total
+
     def due(self, current: int) -> bool:
         """Whether `update(current)` prints a line (to compute what it adds only then)."""
-        done = self.total is not None and current >= self.total
-        return not self.finished and (done or self.clock() - self.last >= self.interval)
+        return not self.finished and (self._done(current) or self.clock() - self.last >= self.interval)
 
     def update(self, current: int, note: str = "") -> None:
         """The count so far; `note` ends the line ("loss: 2.3012")."""
         self.current = current
         if not self.due(current):
             return
-        now = self.clock()
-        done = self.total is not None and current >= self.total
+        now, done = self.clock(), self._done(current)
         self.last, self.finished = now, done
         elapsed = now - self.began
         if self.total is None:
             line = f"{current} {self.units} in {elapsed:.0f} s"
         else:
             line = f"{current}/{self.total} {self.units} ({100 * current / max(self.total, 1):.0f}%) in {elapsed:.0f} s"
-        if not done and self.total is not None and current > self.first:
+        if self.total is not None and not done and current > self.first:
             line += f", ~{elapsed * (self.total - current) / (current - self.first):.0f} s left"
         print(self.prefix + line + (f" - {note}" if note else ""), file=self.stream, flush=True)
 
